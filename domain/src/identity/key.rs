@@ -27,10 +27,9 @@ impl IdentityKey {
         let kind = IdentityKind::parse(kind)?;
         let (app, value) = match kind {
             IdentityKind::WechatOpenid => {
-                let (app, openid) = value.split_once(':').ok_or(IdentityError::MissingField {
-                    kind,
-                    field: "app",
-                })?;
+                let (app, openid) = value
+                    .split_once(':')
+                    .ok_or(IdentityError::MissingField { kind, field: "app" })?;
                 (Some(WechatApp::parse(app)?), normalize::openid(openid)?)
             }
             IdentityKind::Mobile => (None, normalize::mobile(value)?),
@@ -67,6 +66,24 @@ impl fmt::Display for IdentityKey {
         match self.app {
             Some(app) => write!(f, "{}:{}:{}", self.kind, app, self.value),
             None => write!(f, "{}:{}", self.kind, self.value),
+        }
+    }
+}
+
+impl IdentityKey {
+    /// The key with its value masked for display to marketing callers: mobiles keep the first
+    /// three and last four digits (`+86138****8000`); other kinds are returned unchanged.
+    pub fn masked(&self) -> Self {
+        match self.kind {
+            IdentityKind::Mobile if self.value.len() == 14 => {
+                let v = &self.value;
+                Self {
+                    kind: self.kind,
+                    app: None,
+                    value: format!("{}****{}", &v[..6], &v[10..]),
+                }
+            }
+            _ => self.clone(),
         }
     }
 }

@@ -68,10 +68,9 @@ impl Identity {
                 value: normalize::unionid(value)?,
             },
             IdentityKind::WechatOpenid => {
-                let app = WechatApp::parse(app.ok_or(IdentityError::MissingField {
-                    kind,
-                    field: "app",
-                })?)?;
+                let app = WechatApp::parse(
+                    app.ok_or(IdentityError::MissingField { kind, field: "app" })?,
+                )?;
                 let unionid = unionid.ok_or(IdentityError::MissingField {
                     kind,
                     field: "unionid",

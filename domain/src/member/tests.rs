@@ -129,7 +129,11 @@ fn one_openid_per_mini_program() {
     let tc2 = openid("tongcheng_mp", "oOpenid_tc_0000000002", UNIONID);
     let el = openid("elong_mp", "oOpenid_el_0000000001", UNIONID);
     MemberTest::with(())
-        .given(vec![registered(), bound(unionid(UNIONID)), bound(tc.clone())])
+        .given(vec![
+            registered(),
+            bound(unionid(UNIONID)),
+            bound(tc.clone()),
+        ])
         .when(bind(tc2))
         .then_expect_error(MemberError::IdentityKindAlreadyBound(
             IdentityKind::WechatOpenid,
@@ -145,7 +149,11 @@ fn an_openid_of_another_wechat_user_is_cross_account() {
     // The defect of the original system: an app account bound to another user's WeChat.
     MemberTest::with(())
         .given(vec![registered(), bound(mobile()), bound(unionid(UNIONID))])
-        .when(bind(openid("tongcheng_mp", "oOpenid_tc_0000000009", OTHER_UNIONID)))
+        .when(bind(openid(
+            "tongcheng_mp",
+            "oOpenid_tc_0000000009",
+            OTHER_UNIONID,
+        )))
         .then_expect_error(MemberError::CrossAccountWechatBinding);
 }
 
@@ -154,7 +162,11 @@ fn an_openid_already_bound_under_another_unionid_is_cross_account() {
     let o = openid("tongcheng_mp", "oOpenid_tc_0000000001", UNIONID);
     MemberTest::with(())
         .given(vec![registered(), bound(unionid(UNIONID)), bound(o)])
-        .when(bind(openid("tongcheng_mp", "oOpenid_tc_0000000001", OTHER_UNIONID)))
+        .when(bind(openid(
+            "tongcheng_mp",
+            "oOpenid_tc_0000000001",
+            OTHER_UNIONID,
+        )))
         .then_expect_error(MemberError::CrossAccountWechatBinding);
 }
 
@@ -296,8 +308,8 @@ fn the_version_counts_events() {
 
 #[test]
 fn events_have_stable_wire_names() {
-    let json = serde_json::to_value(bound(openid("elong_mp", "oOpenid_el_0000000001", UNIONID)))
-        .unwrap();
+    let json =
+        serde_json::to_value(bound(openid("elong_mp", "oOpenid_el_0000000001", UNIONID))).unwrap();
     assert_eq!(
         json,
         serde_json::json!({"IdentityBound": {"identity": {

@@ -18,7 +18,9 @@ impl Member {
             events.extend(
                 self.identities
                     .iter()
-                    .filter(|i| matches!(i, Identity::WechatOpenid { unionid, .. } if unionid == value))
+                    .filter(
+                        |i| matches!(i, Identity::WechatOpenid { unionid, .. } if unionid == value),
+                    )
                     .map(|openid| MemberEvent::IdentityUnbound {
                         identity: openid.clone(),
                         reason: reason.clone(),

@@ -1,0 +1,51 @@
+# Local development entry points. `make` (or `make help`) lists the targets.
+# The local services are managed by scripts/stack.sh; see docs/local-stack.md.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+STACK := $(CURDIR)/scripts/stack.sh
+CARGO ?= cargo
+
+# Lets tests find the stack script (to stop/start Redis B and the broker) wherever they run from.
+export MEMBER_STACK_SCRIPT := $(STACK)
+
+.PHONY: help stack-up stack-down stack-status broker-restart build run test lint fmt
+
+help: ## List the targets
+	@echo "usage: make TARGET"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
+	@echo
+	@echo "environment: MEMBER_STACK_DIR (default .stack), MEMBER_CACHE_DIR (default ~/.cache/member-stack),"
+	@echo "             MEMBER_STACK_TIMEOUT (seconds per service, default 60)"
+
+stack-up: ## Install what is missing and start PostgreSQL, MariaDB, Redis A/B and tansu; wait until all answer
+	@$(STACK) up
+
+stack-down: ## Stop only the services the scripts started (never one that was already running)
+	@$(STACK) down
+
+stack-status: ## Print each local service, its address, whether it answers and who started it
+	@$(STACK) status
+
+broker-restart: ## Stop and start the tansu broker (only when the scripts started it)
+	@$(STACK) restart-service tansu
+
+build: ## cargo build --workspace
+	$(CARGO) build --workspace
+
+run: stack-up ## stack-up, then run everything in one process (member run, release build)
+	$(CARGO) run --release -p member-api --bin member -- run
+
+test: stack-up ## stack-up, then cargo test --workspace --all-targets
+	@$(CURDIR)/scripts/clean-test-data.sh
+	$(CARGO) test --workspace --all-targets
+
+lint: ## cargo fmt --check and cargo clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## cargo fmt --all
+	$(CARGO) fmt --all

@@ -1,0 +1,38 @@
+//! The `member` command line.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "member",
+    version,
+    about = "Unified membership service: command and query APIs, relay, projectors and operator tools",
+    long_about = "Unified membership service.\n\n\
+        Configuration: config/default.toml (compiled in), overridden by the file named in \
+        MEMBER_CONFIG and by environment variables MEMBER__SECTION__KEY \
+        (for example MEMBER__POSTGRES__URL).",
+    after_help = "Examples:\n  member run\n  member serve command-api\n  member migrate"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process on the local stack (command API, ...).
+    Run,
+    /// Run one role alone.
+    Serve {
+        #[command(subcommand)]
+        role: Role,
+    },
+    /// Create or upgrade the event store schema, then exit.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Role {
+    /// The command API (binds, unbinds, registrations).
+    CommandApi,
+}

@@ -1,0 +1,110 @@
+//! The command API's errors and their HTTP mapping: the one place where a failure becomes a
+//! status and an error code. Internal details are logged, never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use member_domain::MemberError;
+use member_infra::event_store::commands::CommandError;
+
+use crate::http::error_response;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, wrong types, unknown kinds, bad values, bad ids or headers.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("request body is larger than 64 KiB")]
+    PayloadTooLarge,
+    #[error(transparent)]
+    Rejected(MemberError),
+    #[error("the identity is already bound to another member")]
+    IdentityAlreadyBound,
+    #[error("concurrent write to the same member; safe to retry")]
+    Conflict,
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("the event store is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Rejected(e) => {
+                let status = match e {
+                    MemberError::MemberNotFound | MemberError::IdentityNotBound => {
+                        StatusCode::NOT_FOUND
+                    }
+                    MemberError::NoIdentities => StatusCode::BAD_REQUEST,
+                    MemberError::MemberAlreadyRegistered
+                    | MemberError::MemberInactive
+                    | MemberError::IdentityKindAlreadyBound(_)
+                    | MemberError::CrossAccountWechatBinding => StatusCode::CONFLICT,
+                };
+                (status, e.code())
+            }
+            ApiError::IdentityAlreadyBound => (StatusCode::CONFLICT, "identity_already_bound"),
+            ApiError::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ApiError::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// Whether this outcome is the command's decided answer, to be replayed for a retry with the
+    /// same idempotency key. Transient failures (conflicts, outages) are not: a retry may succeed.
+    pub fn is_final_outcome(&self) -> bool {
+        matches!(self, ApiError::Rejected(_) | ApiError::IdentityAlreadyBound)
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        let (_, code) = self.status_and_code();
+        serde_json::json!({"error": code, "message": self.to_string()})
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(err: CommandError) -> Self {
+        match err {
+            CommandError::Rejected(e) => ApiError::Rejected(e),
+            CommandError::IdentityAlreadyBound { .. } => ApiError::IdentityAlreadyBound,
+            CommandError::Conflict | CommandError::IdempotencyKeyInUse => ApiError::Conflict,
+            CommandError::Unavailable(source) => {
+                tracing::warn!(error = %source, "event store unavailable");
+                ApiError::Unavailable
+            }
+            CommandError::Internal(source) => {
+                tracing::error!(error = %source, "command failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %err, "event store unavailable");
+                ApiError::Unavailable
+            }
+            other => {
+                tracing::error!(error = %other, "event store query failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        error_response(status, code, &self.to_string())
+    }
+}

@@ -1,0 +1,102 @@
+//! The command API (default 127.0.0.1:8080): the one place where members' identities change.
+
+mod bind;
+mod errors;
+mod extract;
+mod idempotency;
+mod register;
+mod unbind;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, post};
+use axum::Router;
+use member_infra::event_store::commands::CommandService;
+use member_infra::event_store::idempotency::IdempotencyStore;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use errors::ApiError;
+pub use register::IdentityInput;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub commands: CommandService,
+    pub idempotency: IdempotencyStore,
+    pub pool: PgPool,
+}
+
+impl crate::http::Readiness for AppState {
+    async fn ready(&self) -> Result<(), String> {
+        let probe = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("event store: {e}")),
+            Err(_) => Err("event store: timed out".into()),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/members", post(register::register))
+        .route("/v1/members/{id}/identities", post(bind::bind))
+        .route(
+            "/v1/members/{id}/identities/{kind}/{value}",
+            delete(unbind::unbind),
+        )
+        .with_state(state.clone())
+        .merge(crate::http::operational_routes(state))
+        .fallback(crate::http::not_found)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// The command API, bound and ready to serve.
+pub struct CommandApi {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl CommandApi {
+    /// Binds the listener (port 0 picks a free port, as tests do).
+    pub async fn build(pool: PgPool, listen: SocketAddr) -> anyhow::Result<Self> {
+        let state = AppState {
+            commands: CommandService::new(pool.clone()),
+            idempotency: IdempotencyStore::new(pool.clone()),
+            pool,
+        };
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the command api to {listen}"))?;
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "command api listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving the command api")
+    }
+}

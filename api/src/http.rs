@@ -1,0 +1,65 @@
+//! HTTP pieces shared by the APIs: the JSON error body, health and metrics routes, and the
+//! fallback for unknown routes.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+/// `{"error": "<code>", "message": "<text>"}` with a status.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+/// A readiness probe: answers whether the process can serve.
+pub trait Readiness: Clone + Send + Sync + 'static {
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// `/healthz` (the process is up), `/readyz` (its dependencies answer) and `/metrics`.
+pub fn operational_routes<R: Readiness>(readiness: R) -> Router {
+    let metrics = crate::telemetry::metrics_handle();
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    match readiness.ready().await {
+                        Ok(()) => {
+                            (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+                        }
+                        Err(reason) => {
+                            error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", &reason)
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+}
+
+pub async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+pub async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}

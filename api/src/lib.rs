@@ -1,0 +1,8 @@
+//! The `member` binary's library: HTTP servers, process wiring and the operator CLI.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod command_api;
+pub mod http;
+pub mod run;
+pub mod telemetry;

@@ -1,0 +1,87 @@
+//! Process wiring: which roles run, how they share connections, and how they stop.
+//!
+//! Shutdown follows mini-redis: one signal future fans out to every role through a watch
+//! channel; each role stops taking work and drains what is in flight before `run` returns.
+
+use anyhow::Context;
+use member_infra::config::Settings;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::command_api::CommandApi;
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutdown requested, draining");
+}
+
+/// A shutdown that several tasks can wait for.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown triggered when `signal` resolves.
+    pub fn on(signal: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+}
+
+pub async fn event_store(settings: &Settings) -> anyhow::Result<PgPool> {
+    let pool = member_infra::event_store::connect(&settings.postgres)
+        .await
+        .context("connecting to the event store (postgres.url)")?;
+    member_infra::event_store::migrate(&pool)
+        .await
+        .context("migrating the event store")?;
+    Ok(pool)
+}
+
+pub async fn serve_command_api(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let pool = event_store(&settings).await?;
+    CommandApi::build(pool, settings.command_api.listen)
+        .await?
+        .run_until_stopped(shutdown.wait())
+        .await
+}
+
+/// `member run`: every role in one process.
+pub async fn run_all(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let pool = event_store(&settings).await?;
+    let command_api = CommandApi::build(pool.clone(), settings.command_api.listen).await?;
+    let mut roles = tokio::task::JoinSet::new();
+    roles.spawn(command_api.run_until_stopped(shutdown.clone().wait()));
+    let mut result = Ok(());
+    while let Some(joined) = roles.join_next().await {
+        let outcome = joined.context("a role panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = %format!("{e:#}"), "a role failed, stopping the others");
+            roles.abort_all();
+            result = Err(e);
+        }
+    }
+    result
+}

@@ -1,0 +1,35 @@
+//! The PostgreSQL event store (postgres-es) and the write path built on it.
+//!
+//! - [`commands`]: executes member commands: load, decide, append, with the cross-member
+//!   uniqueness rule enforced by the database in the append's transaction;
+//! - [`idempotency`]: the first outcome of each command sent with an idempotency key.
+
+pub mod commands;
+pub mod idempotency;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::PostgresSettings;
+
+/// The schema migrations of the event store (`infra/migrations/postgres`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connects a pool to the event store. Fails fast (5 s) when the database does not answer.
+pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = settings.url.parse()?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// Brings the schema up to date. Safe to run concurrently from several processes: sqlx takes an
+/// advisory lock.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,12 @@
+//! Read-side building blocks shared by every projection, free of any database client:
+//! - [`document`]: the member document that every read store holds, and the pure fold that builds
+//!   it from events;
+//! - [`record`]: the record the relay publishes to Kafka (event envelope + document after it);
+//! - the sink and source ports and the projector loop (see `projector`).
+#![forbid(unsafe_code)]
+
+pub mod document;
+pub mod record;
+
+pub use document::{MemberDocument, MemberFold};
+pub use record::{EventEnvelope, IdentityChange, MemberRecord, RECORD_SCHEMA_VERSION};

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Drops the databases that earlier test runs left behind: PostgreSQL `member_test_*` and MariaDB
+# `member_t_*` (each test creates its own; a test that panics leaves its databases). Never touches
+# the databases `member` or `member_db_*` that `member run` uses.
+set -euo pipefail
+
+PG_URL="${MEMBER__POSTGRES__URL:-postgres://member:member@127.0.0.1:5432/member}"
+MYSQL_ARGS=(-umember -pmember -h127.0.0.1 -P3306 --batch --skip-column-names)
+
+dropped=0
+while read -r db; do
+  [[ -n "$db" ]] || continue
+  timeout 30 psql "$PG_URL" -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+  dropped=$((dropped + 1))
+done < <(timeout 30 psql "$PG_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'member\_test\_%'")
+
+while read -r db; do
+  [[ -n "$db" ]] || continue
+  timeout 30 mariadb "${MYSQL_ARGS[@]}" -e "DROP DATABASE IF EXISTS \`$db\`"
+  dropped=$((dropped + 1))
+done < <(timeout 30 mariadb "${MYSQL_ARGS[@]}" -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'member\\_t\\_%'")
+
+echo "[stack] dropped $dropped leftover test database(s)"
