@@ -1,31 +1,65 @@
 //! The member document: what every read store serves, and the fold that builds it.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use member_domain::{IdentityKey, Member, MemberEvent, MemberStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A member as the query API returns it:
+/// A member as every read store holds it. The query API serves it without the generations:
 /// `{"member_id", "version", "status", "identities": [{"kind", "value", "app"?}], "updated_at"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberDocument {
     pub member_id: Uuid,
+    /// The aggregate version this document reflects; stores never replace a document by one
+    /// with a version that is not higher.
     pub version: u64,
     pub status: MemberStatus,
-    pub identities: Vec<IdentityKey>,
+    pub identities: Vec<BoundIdentity>,
     pub updated_at: DateTime<Utc>,
 }
 
+/// An identity in a document, with the ownership generation at which it was bound to this member
+/// (see `IdentityChange`): when an identity moves between members and a store briefly holds both
+/// documents, the higher generation is the current owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundIdentity {
+    #[serde(flatten)]
+    pub key: IdentityKey,
+    pub generation: u64,
+}
+
 impl MemberDocument {
-    /// The same document with mobiles masked (`+86138****8000`), for marketing callers.
-    pub fn masked(&self) -> Self {
-        let mut doc = self.clone();
-        for key in &mut doc.identities {
-            if key.kind() == member_domain::IdentityKind::Mobile {
-                *key = key.masked();
-            }
-        }
-        doc
+    /// Whether the document holds the identity, and at which generation.
+    pub fn generation_of(&self, key: &IdentityKey) -> Option<u64> {
+        self.identities
+            .iter()
+            .find(|i| &i.key == key)
+            .map(|i| i.generation)
+    }
+
+    /// The document as the query API's contract shows it (no generations), with mobiles masked
+    /// (`+86138****8000`) when `mask_mobiles` is set (marketing callers).
+    pub fn to_public_json(&self, mask_mobiles: bool) -> serde_json::Value {
+        let identities: Vec<IdentityKey> = self
+            .identities
+            .iter()
+            .map(|i| {
+                if mask_mobiles {
+                    i.key.masked()
+                } else {
+                    i.key.clone()
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "member_id": self.member_id,
+            "version": self.version,
+            "status": self.status,
+            "identities": identities,
+            "updated_at": self.updated_at,
+        })
     }
 }
 
@@ -38,6 +72,7 @@ pub struct MemberFold {
     member_id: Uuid,
     state: Member,
     updated_at: DateTime<Utc>,
+    generations: HashMap<IdentityKey, u64>,
 }
 
 impl MemberFold {
@@ -46,16 +81,19 @@ impl MemberFold {
             member_id,
             state: Member::default(),
             updated_at: DateTime::<Utc>::UNIX_EPOCH,
+            generations: HashMap::new(),
         }
     }
 
-    /// Applies the event with the given aggregate sequence. Sequences must follow each other
-    /// (1, 2, 3, ...); a gap or repeat is a bug in the caller and is reported, not applied.
+    /// Applies the event with the given aggregate sequence and, for binds and unbinds, the
+    /// identity's ownership generation (from the event's metadata). Sequences must follow each
+    /// other (1, 2, 3, ...); a gap or repeat is a bug in the caller and is reported, not applied.
     pub fn apply(
         &mut self,
         sequence: u64,
         event: MemberEvent,
         recorded_at: DateTime<Utc>,
+        generation: Option<u64>,
     ) -> Result<(), FoldError> {
         let expected = self.state.version() + 1;
         if sequence != expected {
@@ -64,6 +102,16 @@ impl MemberFold {
                 expected,
                 got: sequence,
             });
+        }
+        match &event {
+            MemberEvent::IdentityBound { identity } => {
+                self.generations
+                    .insert(identity.key(), generation.unwrap_or_default());
+            }
+            MemberEvent::IdentityUnbound { identity, .. } => {
+                self.generations.remove(&identity.key());
+            }
+            _ => {}
         }
         self.state.apply_event(event);
         self.updated_at = recorded_at;
@@ -79,7 +127,16 @@ impl MemberFold {
             member_id: self.member_id,
             version: self.state.version(),
             status: self.state.status(),
-            identities: self.state.identities().iter().map(|i| i.key()).collect(),
+            identities: self
+                .state
+                .identities()
+                .iter()
+                .map(|i| {
+                    let key = i.key();
+                    let generation = self.generations.get(&key).copied().unwrap_or_default();
+                    BoundIdentity { key, generation }
+                })
+                .collect(),
             updated_at: self.updated_at,
         }
     }

@@ -6,7 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod document;
+pub mod fixtures;
 pub mod record;
+pub mod sink;
 
-pub use document::{MemberDocument, MemberFold};
+pub use document::{BoundIdentity, MemberDocument, MemberFold};
 pub use record::{EventEnvelope, IdentityChange, MemberRecord, RECORD_SCHEMA_VERSION};
+pub use sink::{MemberReader, Sink, SinkError};

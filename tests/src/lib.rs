@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod postgres;
+pub mod sink_contract;
 pub mod spawn;
 
 pub use spawn::{spawn_command_api, TestApp};

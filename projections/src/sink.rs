@@ -1,0 +1,77 @@
+//! The ports of a projection: a sink that materializes records into a read store, and a reader
+//! that serves member documents from it.
+//!
+//! Every adapter obeys the same rules, checked by one contract suite (`tests/src/sink_contract.rs`)
+//! run against each of them:
+//! - **Document guard**: a stored document is replaced only by a record whose
+//!   `document.version` is higher. Duplicates, replays and out-of-order delivery never move a
+//!   document backwards.
+//! - **Identity guard**: an identity-index entry (for stores that keep one) is written only by a
+//!   record whose `identity_change.generation` is higher than the entry's. An unbind leaves a
+//!   tombstone with its generation, so that a late bind of an older generation cannot revive it.
+//! - **Lookup by identity** returns the member that holds the identity at the highest generation
+//!   the store has seen, and only if that member's document (as stored) still lists it.
+//! - `apply` returns only when the batch is durable in the store (as durable as the store is:
+//!   Redis is a cache). Then, and only then, the projector commits the Kafka offsets.
+
+use async_trait::async_trait;
+use member_domain::IdentityKey;
+use uuid::Uuid;
+
+use crate::{MemberDocument, MemberRecord};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A read store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The store is down or timed out. Retry with backoff; nothing is lost, the records will be
+    /// applied again.
+    #[error("{target} unavailable")]
+    Unavailable {
+        target: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The store answered with something this code cannot read (a corrupted document, an
+    /// unexpected schema). Not retryable without an operator: verify and repair the target.
+    #[error("{target} returned invalid data: {reason}")]
+    Corrupt { target: String, reason: String },
+}
+
+impl SinkError {
+    pub fn unavailable(target: &str, source: impl Into<BoxError>) -> Self {
+        SinkError::Unavailable {
+            target: target.to_owned(),
+            source: source.into(),
+        }
+    }
+
+    pub fn corrupt(target: &str, reason: impl Into<String>) -> Self {
+        SinkError::Corrupt {
+            target: target.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Materializes records into one read store.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// The projection target this sink writes (`mysql`, `redis-a`, `search-primary`, ...).
+    fn target(&self) -> &str;
+
+    /// Applies a batch (in Kafka order per member; members interleaved) under the guards above,
+    /// and returns once it is durable.
+    async fn apply(&self, records: &[MemberRecord]) -> Result<(), SinkError>;
+}
+
+/// Serves member documents from one read store.
+#[async_trait]
+pub trait MemberReader: Send + Sync + 'static {
+    fn target(&self) -> &str;
+
+    async fn by_id(&self, member_id: Uuid) -> Result<Option<MemberDocument>, SinkError>;
+
+    async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError>;
+}

@@ -1,0 +1,261 @@
+//! The contract of the sink and reader ports (see `projections::sink`), one suite run against
+//! every adapter: MySQL, Redis, tantivy, Elasticsearch.
+//!
+//! Reads are polled until they match (up to 10 s), because search stores are near-real-time:
+//! a write becomes visible on refresh. Every scenario uses fresh member ids and identity values,
+//! so the suite can run against a shared store.
+
+use std::time::Duration;
+
+use member_domain::{Identity, IdentityKey, MemberEvent, UnbindReason};
+use member_projections::fixtures::MemberHistory;
+use member_projections::{MemberDocument, MemberReader, MemberRecord, Sink};
+use rand::Rng;
+use uuid::Uuid;
+
+/// Runs every scenario.
+pub async fn run_all(sink: &dyn Sink, reader: &dyn MemberReader) {
+    visible_by_id_and_by_every_identity(sink, reader).await;
+    duplicates_and_replays_never_move_a_document_backwards(sink, reader).await;
+    out_of_order_delivery_within_a_batch_converges(sink, reader).await;
+    unbind_removes_the_identity(sink, reader).await;
+    an_identity_moving_between_members_follows_its_generation(sink, reader).await;
+    unknown_members_and_identities_are_absent(reader).await;
+}
+
+fn digits(n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from(b'0' + rng.random_range(0..10)))
+        .collect()
+}
+
+/// Identities unique to one scenario run.
+pub struct Ids {
+    pub mobile: Identity,
+    pub unionid: Identity,
+    pub openid: Identity,
+    pub card: Identity,
+}
+
+impl Ids {
+    pub fn fresh() -> Self {
+        let u = format!("oUnion_{}", digits(24));
+        Self {
+            mobile: Identity::parse("mobile", &format!("139{}", digits(8)), None, None).unwrap(),
+            unionid: Identity::parse("wechat_unionid", &u, None, None).unwrap(),
+            openid: Identity::parse(
+                "wechat_openid",
+                &format!("oOpenid_{}", digits(16)),
+                Some("elong_mp"),
+                Some(&u),
+            )
+            .unwrap(),
+            card: Identity::parse("elong_card", &digits(12), None, None).unwrap(),
+        }
+    }
+}
+
+fn bound(identity: &Identity) -> MemberEvent {
+    MemberEvent::IdentityBound {
+        identity: identity.clone(),
+    }
+}
+
+fn unbound(identity: &Identity) -> MemberEvent {
+    MemberEvent::IdentityUnbound {
+        identity: identity.clone(),
+        reason: UnbindReason::MemberRequest,
+    }
+}
+
+/// A registered member with mobile, unionid, openid and card (generations 1 each).
+fn full_member(ids: &Ids) -> (Uuid, MemberHistory) {
+    let id = Uuid::now_v7();
+    let mut h = MemberHistory::new(id);
+    h.push(MemberEvent::MemberRegistered {}, None);
+    h.push(bound(&ids.mobile), Some(1));
+    h.push(bound(&ids.unionid), Some(1));
+    h.push(bound(&ids.openid), Some(1));
+    h.push(bound(&ids.card), Some(1));
+    (id, h)
+}
+
+async fn apply(sink: &dyn Sink, records: &[MemberRecord]) {
+    sink.apply(records).await.expect("sink applies the batch");
+}
+
+/// Polls `read` until it returns `expected` (10 s at most).
+async fn eventually<F, Fut>(what: &str, expected: Option<&MemberDocument>, mut read: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<MemberDocument>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = read().await;
+        if got.as_ref() == expected {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{what}: expected {:?}, got {:?}",
+                expected.map(|d| d.version),
+                got.as_ref().map(|d| (d.version, &d.identities))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn expect_by_id(reader: &dyn MemberReader, id: Uuid, expected: Option<&MemberDocument>) {
+    eventually(
+        &format!("{} by id", reader.target()),
+        expected,
+        || async move { reader.by_id(id).await.expect("read by id") },
+    )
+    .await
+}
+
+async fn expect_by_identity(
+    reader: &dyn MemberReader,
+    identity: &Identity,
+    expected: Option<&MemberDocument>,
+) {
+    let key: IdentityKey = identity.key();
+    let what = format!("{} by {}", reader.target(), key.kind());
+    eventually(&what, expected, || {
+        let key = key.clone();
+        async move { reader.by_identity(&key).await.expect("read by identity") }
+    })
+    .await
+}
+
+pub async fn visible_by_id_and_by_every_identity(sink: &dyn Sink, reader: &dyn MemberReader) {
+    let ids = Ids::fresh();
+    let (id, h) = full_member(&ids);
+    apply(sink, h.records()).await;
+    let doc = &h.records().last().unwrap().document;
+    assert_eq!(doc.version, 5);
+    expect_by_id(reader, id, Some(doc)).await;
+    for identity in [&ids.mobile, &ids.unionid, &ids.openid, &ids.card] {
+        expect_by_identity(reader, identity, Some(doc)).await;
+    }
+}
+
+pub async fn duplicates_and_replays_never_move_a_document_backwards(
+    sink: &dyn Sink,
+    reader: &dyn MemberReader,
+) {
+    let ids = Ids::fresh();
+    let (id, h) = full_member(&ids);
+    apply(sink, h.records()).await;
+    let last = &h.records().last().unwrap().document;
+    // The whole batch again, then every older record alone, then the first half.
+    apply(sink, h.records()).await;
+    for record in h.records().iter().rev() {
+        apply(sink, std::slice::from_ref(record)).await;
+    }
+    apply(sink, &h.records()[..2]).await;
+    expect_by_id(reader, id, Some(last)).await;
+    expect_by_identity(reader, &ids.card, Some(last)).await;
+}
+
+pub async fn out_of_order_delivery_within_a_batch_converges(
+    sink: &dyn Sink,
+    reader: &dyn MemberReader,
+) {
+    let ids = Ids::fresh();
+    let (id, h) = full_member(&ids);
+    let mut reversed = h.records().to_vec();
+    reversed.reverse();
+    apply(sink, &reversed).await;
+    let last = &h.records().last().unwrap().document;
+    expect_by_id(reader, id, Some(last)).await;
+    for identity in [&ids.mobile, &ids.unionid, &ids.openid, &ids.card] {
+        expect_by_identity(reader, identity, Some(last)).await;
+    }
+}
+
+pub async fn unbind_removes_the_identity(sink: &dyn Sink, reader: &dyn MemberReader) {
+    let ids = Ids::fresh();
+    let (id, mut h) = full_member(&ids);
+    h.push(unbound(&ids.card), Some(2));
+    apply(sink, h.records()).await;
+    let last = &h.records().last().unwrap().document;
+    assert!(last.generation_of(&ids.card.key()).is_none());
+    expect_by_id(reader, id, Some(last)).await;
+    expect_by_identity(reader, &ids.card, None).await;
+    expect_by_identity(reader, &ids.mobile, Some(last)).await;
+
+    // A late duplicate of the bind does not bring it back.
+    let bind_record = h.records()[4].clone();
+    apply(sink, &[bind_record]).await;
+    expect_by_identity(reader, &ids.card, None).await;
+    expect_by_id(reader, id, Some(last)).await;
+}
+
+pub async fn an_identity_moving_between_members_follows_its_generation(
+    sink: &dyn Sink,
+    reader: &dyn MemberReader,
+) {
+    let ids = Ids::fresh();
+    // A binds the card (generation 1), then unbinds it (generation 2); B binds it (generation 3).
+    let a = Uuid::now_v7();
+    let mut ha = MemberHistory::new(a);
+    ha.push(MemberEvent::MemberRegistered {}, None);
+    ha.push(bound(&ids.mobile), Some(1));
+    ha.push(bound(&ids.card), Some(1));
+    let a_with_card = ha.records().last().unwrap().clone();
+    ha.push(unbound(&ids.card), Some(2));
+    let b = Uuid::now_v7();
+    let mut hb = MemberHistory::new(b);
+    hb.push(MemberEvent::MemberRegistered {}, None);
+    hb.push(bound(&ids.card), Some(3));
+
+    // B's records arrive first (another partition), then A's, including the stale bind last.
+    apply(sink, hb.records()).await;
+    apply(sink, ha.records()).await;
+    apply(sink, &[a_with_card]).await;
+    let b_doc = &hb.records().last().unwrap().document;
+    let a_doc = &ha.records().last().unwrap().document;
+    expect_by_identity(reader, &ids.card, Some(b_doc)).await;
+    expect_by_id(reader, a, Some(a_doc)).await;
+    expect_by_identity(reader, &ids.mobile, Some(a_doc)).await;
+
+    // The other order: A's stale state lands while B's bind is still in flight.
+    let ids = Ids::fresh();
+    let a = Uuid::now_v7();
+    let mut ha = MemberHistory::new(a);
+    ha.push(MemberEvent::MemberRegistered {}, None);
+    ha.push(bound(&ids.card), Some(1));
+    let stale = ha.records().to_vec();
+    ha.push(unbound(&ids.card), Some(2));
+    let b = Uuid::now_v7();
+    let mut hb = MemberHistory::new(b);
+    hb.push(MemberEvent::MemberRegistered {}, None);
+    hb.push(bound(&ids.card), Some(3));
+    apply(sink, &stale).await;
+    let a_stale = &stale.last().unwrap().document;
+    expect_by_identity(reader, &ids.card, Some(a_stale)).await;
+    apply(sink, hb.records()).await;
+    let b_doc = &hb.records().last().unwrap().document;
+    // B holds it at a higher generation even though A's unbind has not arrived.
+    expect_by_identity(reader, &ids.card, Some(b_doc)).await;
+    apply(sink, ha.records()).await;
+    expect_by_identity(reader, &ids.card, Some(b_doc)).await;
+    let _ = a;
+}
+
+pub async fn unknown_members_and_identities_are_absent(reader: &dyn MemberReader) {
+    let ids = Ids::fresh();
+    assert_eq!(reader.by_id(Uuid::now_v7()).await.expect("read"), None);
+    assert_eq!(
+        reader.by_identity(&ids.mobile.key()).await.expect("read"),
+        None
+    );
+    assert_eq!(
+        reader.by_identity(&ids.openid.key()).await.expect("read"),
+        None
+    );
+}
