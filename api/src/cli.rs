@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
         Configuration: config/default.toml (compiled in), overridden by the file named in \
         MEMBER_CONFIG and by environment variables MEMBER__SECTION__KEY \
         (for example MEMBER__POSTGRES__URL).",
-    after_help = "Examples:\n  member run\n  member serve command-api\n  member migrate"
+    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member migrate"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -20,7 +20,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run every role in one process on the local stack (command API, ...).
+    /// Run every role in one process on the local stack (command API, relay, ...).
     Run,
     /// Run one role alone.
     Serve {
@@ -35,4 +35,6 @@ pub enum Command {
 pub enum Role {
     /// The command API (binds, unbinds, registrations).
     CommandApi,
+    /// The outbox relay: publishes committed events to Kafka in commit-safe order.
+    Relay,
 }

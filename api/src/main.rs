@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => run::run_all(settings, shutdown).await,
         Command::Serve { role } => match role {
             Role::CommandApi => run::serve_command_api(settings, shutdown).await,
+            Role::Relay => run::serve_relay(settings, shutdown).await,
         },
         Command::Migrate => {
             run::event_store(&settings).await?;

@@ -8,6 +8,8 @@ use member_infra::config::Settings;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use member_infra::relay::Relay;
+
 use crate::command_api::CommandApi;
 
 /// Resolves on SIGINT or SIGTERM.
@@ -68,12 +70,34 @@ pub async fn serve_command_api(settings: Settings, shutdown: Shutdown) -> anyhow
         .await
 }
 
+pub fn relay(settings: &Settings, pool: PgPool) -> anyhow::Result<Relay> {
+    Relay::new(
+        &settings.kafka.topic,
+        pool,
+        &settings.kafka,
+        &settings.relay,
+    )
+    .context("creating the kafka producer (kafka.brokers)")
+}
+
+pub async fn serve_relay(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let pool = event_store(&settings).await?;
+    relay(&settings, pool)?.run(shutdown.wait()).await;
+    Ok(())
+}
+
 /// `member run`: every role in one process.
 pub async fn run_all(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let pool = event_store(&settings).await?;
     let command_api = CommandApi::build(pool.clone(), settings.command_api.listen).await?;
     let mut roles = tokio::task::JoinSet::new();
     roles.spawn(command_api.run_until_stopped(shutdown.clone().wait()));
+    let relay = relay(&settings, pool.clone())?;
+    let stop = shutdown.clone();
+    roles.spawn(async move {
+        relay.run(stop.wait()).await;
+        Ok(())
+    });
     let mut result = Ok(());
     while let Some(joined) = roles.join_next().await {
         let outcome = joined.context("a role panicked").and_then(|r| r);

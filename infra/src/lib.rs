@@ -4,3 +4,5 @@
 
 pub mod config;
 pub mod event_store;
+pub mod kafka;
+pub mod relay;

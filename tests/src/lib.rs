@@ -2,7 +2,9 @@
 //! stack (started by `make test` through scripts/stack.sh) and its own servers on free ports.
 #![forbid(unsafe_code)]
 
+pub mod kafka;
 pub mod postgres;
+pub mod process;
 pub mod sink_contract;
 pub mod spawn;
 

@@ -12,6 +12,11 @@ pub fn url_with_database(url: &str, database: &str) -> String {
 /// Creates an empty database named `member_test_<uuid>`, migrates it and returns a pool to it.
 /// `make test` drops leftovers of earlier runs.
 pub async fn fresh_event_store() -> PgPool {
+    fresh_event_store_with_url().await.0
+}
+
+/// [`fresh_event_store`], with the database's URL (for child processes).
+pub async fn fresh_event_store_with_url() -> (PgPool, String) {
     let settings = crate::settings();
     let name = crate::unique("member_test");
     let mut admin = PgConnection::connect(&settings.postgres.url)
@@ -21,15 +26,16 @@ pub async fn fresh_event_store() -> PgPool {
         .execute(&mut admin)
         .await
         .expect("create test database");
+    let url = url_with_database(&settings.postgres.url, &name);
     let pool = PgPoolOptions::new()
-        .max_connections(80)
-        .connect(&url_with_database(&settings.postgres.url, &name))
+        .max_connections(20)
+        .connect(&url)
         .await
         .expect("connect to the test database");
     member_infra::event_store::migrate(&pool)
         .await
         .expect("migrations run");
-    pool
+    (pool, url)
 }
 
 /// The number of stored events (all members).

@@ -1,0 +1,77 @@
+//! Producing records to Kafka with an idempotent producer.
+
+use std::time::Duration;
+
+use member_projections::MemberRecord;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::config::KafkaSettings;
+
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    settings: KafkaSettings,
+}
+
+impl Publisher {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let producer: FutureProducer = crate::kafka::client_config(settings)
+            // Idempotence: retries never duplicate or reorder within a partition, so one
+            // member's records (one key, one partition) stay in order.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "2")
+            .set("batch.num.messages", "10000")
+            // A batch not acknowledged in time fails as a whole and is retried from the
+            // checkpoint by the relay loop.
+            .set("message.timeout.ms", "15000")
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: settings.topic.clone(),
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// Produces every record, keyed by member id, and waits until the broker acknowledged all of
+    /// them. Records are enqueued in order, so per-key order is the batch's order.
+    pub async fn publish(&self, records: &[MemberRecord]) -> Result<(), KafkaError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            let key = record.event.member_id.to_string();
+            let payload = record.to_json();
+            loop {
+                let message = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+                match self.producer.send_result(message) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // The in-flight window is full: let deliveries drain.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e),
+                Err(_canceled) => return Err(KafkaError::Canceled),
+            }
+        }
+        Ok(())
+    }
+}

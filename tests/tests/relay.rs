@@ -1,0 +1,108 @@
+//! The relay against the real PostgreSQL and tansu: commit-safe order.
+
+use std::time::Duration;
+
+use member_domain::{Identity, MemberCommand};
+use member_infra::config::RelaySettings;
+use member_infra::event_store::commands::CommandService;
+use member_infra::relay::Relay;
+use member_tests::kafka::{assert_complete, read_topic, stored_events, test_topic};
+use member_tests::postgres::fresh_event_store;
+use uuid::Uuid;
+
+fn register(value: &str) -> MemberCommand {
+    MemberCommand::Register {
+        identities: vec![Identity::parse("tongcheng_account", value, None, None).unwrap()],
+    }
+}
+
+async fn drain(relay: &Relay) -> usize {
+    let mut total = 0;
+    loop {
+        let n = relay.step().await.expect("relay step");
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_committing_late_is_never_skipped() {
+    let pool = fresh_event_store().await;
+    let kafka = test_topic(3);
+    member_infra::kafka::ensure_topic(&kafka, &kafka.topic)
+        .await
+        .unwrap();
+    let relay = Relay::new(
+        &kafka.topic,
+        pool.clone(),
+        &kafka,
+        &RelaySettings {
+            batch_size: 2,
+            idle_poll_ms: 10,
+        },
+    )
+    .unwrap();
+    let commands = CommandService::new(pool.clone());
+
+    commands
+        .execute(Uuid::now_v7(), register("before"), None)
+        .await
+        .unwrap();
+    assert_eq!(drain(&relay).await, 2);
+
+    // A writer takes its transaction id and position first, then stays open.
+    let slow_member = Uuid::now_v7();
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES ('Member', $1, 1, 'MemberRegistered', '1.0', '{\"MemberRegistered\": {}}', '{}')")
+        .bind(slow_member.to_string())
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    // Later writers commit first.
+    for i in 0..3 {
+        commands
+            .execute(Uuid::now_v7(), register(&format!("fast-{i}")), None)
+            .await
+            .unwrap();
+    }
+    // The relay must not move past the open transaction: a naive reader ordered by position
+    // would publish the fast events, move its checkpoint beyond the slow one and skip it forever.
+    assert_eq!(
+        drain(&relay).await,
+        0,
+        "nothing is published past an open transaction"
+    );
+
+    slow.commit().await.unwrap();
+    assert_eq!(
+        drain(&relay).await,
+        7,
+        "the slow event and the six fast ones"
+    );
+
+    let stored = stored_events(&pool).await;
+    assert_eq!(stored.len(), 9);
+    let records = read_topic(&kafka, stored.len(), Duration::from_secs(60)).await;
+    assert_complete(&stored, &records);
+    assert_eq!(records.len(), stored.len(), "no failure, so no duplicate");
+    let slow_record = records
+        .iter()
+        .find(|r| r.event.member_id == slow_member)
+        .expect("slow event on the topic");
+    assert_eq!(slow_record.document.version, 1);
+    // Records carry the document after the event.
+    let fast = records
+        .iter()
+        .find(|r| r.event.version == 2 && r.event.member_id != slow_member)
+        .unwrap();
+    assert_eq!(fast.document.identities.len(), 1);
+    assert_eq!(
+        fast.identity_change
+            .as_ref()
+            .map(|c| (c.bound, c.generation)),
+        Some((true, 1))
+    );
+}
