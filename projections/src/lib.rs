@@ -7,9 +7,11 @@
 
 pub mod document;
 pub mod fixtures;
+pub mod memory;
+pub mod projector;
 pub mod record;
 pub mod sink;
 
 pub use document::{BoundIdentity, MemberDocument, MemberFold};
 pub use record::{EventEnvelope, IdentityChange, MemberRecord, RECORD_SCHEMA_VERSION};
-pub use sink::{MemberReader, Sink, SinkError};
+pub use sink::{CacheFill, MemberReader, Sink, SinkError};

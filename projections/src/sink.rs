@@ -75,3 +75,13 @@ pub trait MemberReader: Send + Sync + 'static {
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError>;
 }
+
+/// A cache that the query path fills after a miss (the Redis centers).
+#[async_trait]
+pub trait CacheFill: Send + Sync + 'static {
+    /// Writes a document read from a slower store into the cache, unless the cache holds a
+    /// version at least as new, or the projector's version fence says a newer version exists
+    /// (the source store has not caught up yet). Returns whether it was written. Stale data is
+    /// never written back.
+    async fn fill(&self, doc: &MemberDocument) -> Result<bool, SinkError>;
+}

@@ -15,7 +15,7 @@ mod records;
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use member_projections::projector::backoff;
 use sqlx::PgPool;
 
 pub use checkpoint::Checkpoint;
@@ -146,11 +146,4 @@ impl Relay {
         }
         tracing::info!(relay = %self.name, "relay stopped");
     }
-}
-
-/// Exponential backoff from 100 ms to 5 s, with full jitter so restarted relays do not retry in
-/// lockstep.
-pub fn backoff(failures: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
 }
