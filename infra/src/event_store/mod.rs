@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod idempotency;
+pub mod replay;
 
 use std::time::Duration;
 
