@@ -2,7 +2,9 @@
 //! stack (started by `make test` through scripts/stack.sh) and its own servers on free ports.
 #![forbid(unsafe_code)]
 
+pub mod mysql;
 pub mod postgres;
+pub mod sink_checks;
 pub mod sink_contract;
 pub mod spawn;
 
