@@ -5,3 +5,5 @@
 pub mod config;
 pub mod event_store;
 pub mod mysql;
+pub mod redis;
+mod stored;

@@ -4,6 +4,7 @@
 
 pub mod mysql;
 pub mod postgres;
+pub mod redis;
 pub mod sink_checks;
 pub mod sink_contract;
 pub mod spawn;

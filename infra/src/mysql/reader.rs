@@ -7,6 +7,7 @@ use member_projections::{MemberDocument, MemberReader, SinkError};
 use uuid::Uuid;
 
 use super::{to_sink_error, MysqlShards, TARGET};
+use crate::stored::decode_document;
 
 impl MysqlShards {
     /// The member id an identity-index entry names, `None` when there is no entry or it is a
@@ -26,33 +27,6 @@ impl MysqlShards {
     }
 }
 
-/// Decodes a stored document, refusing one that is not a document or not the requested member's.
-/// The reason never quotes the content (personal data).
-fn decode(member_id: Uuid, doc: &[u8]) -> Result<MemberDocument, SinkError> {
-    let doc: MemberDocument = serde_json::from_slice(doc)
-        .map_err(|e| SinkError::corrupt(TARGET, undecodable(member_id, &e)))?;
-    if doc.member_id != member_id {
-        return Err(SinkError::corrupt(
-            TARGET,
-            format!(
-                "member {member_id}: row holds the document of {}",
-                doc.member_id
-            ),
-        ));
-    }
-    Ok(doc)
-}
-
-/// Why a stored document does not decode, without serde's message: it can quote stored values.
-pub(crate) fn undecodable(member_id: Uuid, e: &serde_json::Error) -> String {
-    format!(
-        "member {member_id}: stored document does not decode ({:?} error at line {}, column {})",
-        e.classify(),
-        e.line(),
-        e.column()
-    )
-}
-
 #[async_trait]
 impl MemberReader for MysqlShards {
     fn target(&self) -> &str {
@@ -70,7 +44,8 @@ impl MemberReader for MysqlShards {
             .fetch_optional(self.pool_of_shard(shard))
             .await
             .map_err(to_sink_error)?;
-        doc.map(|d| decode(member_id, &d)).transpose()
+        doc.map(|d| decode_document(TARGET, member_id, &d))
+            .transpose()
     }
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError> {
