@@ -20,7 +20,8 @@ impl RedisCenter {
     ///
     /// The document and its fence share a hash slot; each identity entry is its own slot, so the
     /// entries are written by separate (generation-guarded) calls after the document, and only
-    /// when the document was accepted.
+    /// when the document was accepted. An error after the document was written leaves a
+    /// document without (some of) its entries: a later miss by identity fills them again.
     pub async fn fill(&self, doc: &MemberDocument) -> Result<bool, SinkError> {
         let mut conn = self.conn.clone();
         let json = serde_json::to_string(doc).expect("a member document always serializes");
