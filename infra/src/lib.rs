@@ -5,4 +5,7 @@
 pub mod config;
 pub mod event_store;
 pub mod kafka;
+pub mod mysql;
+pub mod redis;
 pub mod relay;
+mod stored;

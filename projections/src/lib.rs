@@ -2,18 +2,24 @@
 //! - [`document`]: the member document that every read store holds, and the pure fold that builds
 //!   it from events;
 //! - [`record`]: the record the relay publishes to Kafka (event envelope + document after it);
+//! - [`batch`]: a batch compacted to the newest state of each row, as sinks write it;
+//! - [`shards`]: the routing of members and identities to MySQL logical shards and databases;
 //! - the sink and source ports and the projector loop (see `projector`).
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod document;
 pub mod fixtures;
 pub mod memory;
 pub mod projector;
 pub mod record;
+pub mod shards;
 pub mod sink;
 pub mod target;
 
+pub use batch::{CompactBatch, IdentityEntry};
 pub use document::{BoundIdentity, MemberDocument, MemberFold};
 pub use record::{EventEnvelope, IdentityChange, MemberRecord, RECORD_SCHEMA_VERSION};
+pub use shards::{ShardMap, ShardMapError};
 pub use sink::{CacheFill, MemberReader, Sink, SinkError};
 pub use target::Target;

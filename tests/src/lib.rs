@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod kafka;
+pub mod mysql;
 pub mod postgres;
 pub mod process;
+pub mod redis;
 pub mod sink_contract;
 pub mod spawn;
 

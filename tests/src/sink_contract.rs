@@ -16,6 +16,7 @@ use uuid::Uuid;
 /// Runs every scenario.
 pub async fn run_all(sink: &dyn Sink, reader: &dyn MemberReader) {
     visible_by_id_and_by_every_identity(sink, reader).await;
+    later_batches_replace_stored_documents(sink, reader).await;
     duplicates_and_replays_never_move_a_document_backwards(sink, reader).await;
     out_of_order_delivery_within_a_batch_converges(sink, reader).await;
     unbind_removes_the_identity(sink, reader).await;
@@ -140,6 +141,32 @@ pub async fn visible_by_id_and_by_every_identity(sink: &dyn Sink, reader: &dyn M
     expect_by_id(reader, id, Some(doc)).await;
     for identity in [&ids.mobile, &ids.unionid, &ids.openid, &ids.card] {
         expect_by_identity(reader, identity, Some(doc)).await;
+    }
+}
+
+/// Live consumption: a member's history applied one record per batch, then two per batch; after
+/// every batch the store serves the newest document by id and by identity.
+pub async fn later_batches_replace_stored_documents(sink: &dyn Sink, reader: &dyn MemberReader) {
+    for batch_size in [1, 2] {
+        let ids = Ids::fresh();
+        let id = Uuid::now_v7();
+        let mut h = MemberHistory::new(id);
+        h.push(MemberEvent::MemberRegistered {}, None);
+        h.push(bound(&ids.mobile), Some(1));
+        h.push(bound(&ids.card), Some(1));
+        h.push(bound(&ids.unionid), Some(1));
+        h.push(unbound(&ids.card), Some(2));
+        h.push(bound(&ids.card), Some(3));
+        for chunk in h.records().chunks(batch_size) {
+            apply(sink, chunk).await;
+            let doc = &chunk.last().unwrap().document;
+            expect_by_id(reader, id, Some(doc)).await;
+            if doc.generation_of(&ids.mobile.key()).is_some() {
+                expect_by_identity(reader, &ids.mobile, Some(doc)).await;
+            }
+            let expected = doc.generation_of(&ids.card.key()).map(|_| doc);
+            expect_by_identity(reader, &ids.card, expected).await;
+        }
     }
 }
 

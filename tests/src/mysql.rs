@@ -1,0 +1,43 @@
+//! Fresh MySQL shard databases for tests: `member_t_<uuid>_db_<i>` (the `member_t_` prefix is
+//! what `make test` cleans up after a test that panicked).
+
+use member_infra::config::MysqlSettings;
+use member_infra::mysql::MysqlShards;
+use sqlx::{Connection, MySqlConnection};
+
+/// The configured server with `databases` fresh database names and `logical_shards` shards.
+pub fn fresh_settings(logical_shards: u32, databases: usize) -> MysqlSettings {
+    let base = crate::settings().mysql;
+    let prefix = crate::unique("member_t");
+    MysqlSettings {
+        logical_shards,
+        databases: (0..databases).map(|i| format!("{prefix}_db_{i}")).collect(),
+        max_connections: 4,
+        ..base
+    }
+}
+
+/// Connects to the settings' shards and migrates them.
+pub async fn migrated(settings: &MysqlSettings) -> MysqlShards {
+    let shards = MysqlShards::connect(settings)
+        .await
+        .expect("mariadb answers (is the stack up? make stack-up)");
+    shards.migrate().await.expect("migrations run");
+    shards
+}
+
+/// Drops the test's databases (a test that fails before this leaves them to `make test`).
+pub async fn drop_databases(shards: &MysqlShards) {
+    shards.close().await;
+    // A connection without a default database: the pools' connections name one of the dropped.
+    let mut admin = MySqlConnection::connect(&crate::settings().mysql.url)
+        .await
+        .expect("mariadb answers");
+    for db in shards.shard_map().databases() {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`"))
+            .execute(&mut admin)
+            .await
+            .expect("drop test database");
+    }
+    admin.close().await.expect("close");
+}
