@@ -11,7 +11,9 @@ pub mod memory;
 pub mod projector;
 pub mod record;
 pub mod sink;
+pub mod target;
 
 pub use document::{BoundIdentity, MemberDocument, MemberFold};
 pub use record::{EventEnvelope, IdentityChange, MemberRecord, RECORD_SCHEMA_VERSION};
 pub use sink::{CacheFill, MemberReader, Sink, SinkError};
+pub use target::Target;
