@@ -2,15 +2,20 @@
 //! - [`document`]: the member document that every read store holds, and the pure fold that builds
 //!   it from events;
 //! - [`record`]: the record the relay publishes to Kafka (event envelope + document after it);
-//! - the sink and source ports and the projector loop (see `projector`).
+//! - the sink and source ports and the projector loop (see `projector`);
+//! - the read policy of the query API, without I/O: [`routing`] (chains per caller class) and
+//!   [`breaker`] (the circuit breaker state machine).
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod document;
 pub mod fixtures;
 pub mod memory;
 pub mod projector;
 pub mod record;
+pub mod routing;
 pub mod sink;
+pub mod status;
 pub mod target;
 
 pub use document::{BoundIdentity, MemberDocument, MemberFold};
