@@ -5,6 +5,7 @@
 pub mod kafka;
 pub mod postgres;
 pub mod process;
+pub mod query;
 pub mod sink_contract;
 pub mod spawn;
 
