@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod command_api;
 pub mod http;
+pub mod query_api;
 pub mod run;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use member_infra::relay::Relay;
 
 use crate::command_api::CommandApi;
+use crate::query_api::{QueryApi, QueryBackends};
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
@@ -68,6 +69,16 @@ pub async fn serve_command_api(settings: Settings, shutdown: Shutdown) -> anyhow
         .await?
         .run_until_stopped(shutdown.wait())
         .await
+}
+
+/// The query API over the given backends, bound to `query_api.listen`. Warns when the published
+/// default keys are used on an address other than loopback. (The owner wires the real adapters:
+/// Redis centers, search clusters, MySQL shards.)
+pub async fn query_api(settings: &Settings, backends: QueryBackends) -> anyhow::Result<QueryApi> {
+    if let Some(warning) = crate::query_api::auth::default_keys_warning(&settings.query_api) {
+        tracing::warn!("{warning}");
+    }
+    QueryApi::build(backends, settings, settings.query_api.listen).await
 }
 
 pub fn relay(settings: &Settings, pool: PgPool) -> anyhow::Result<Relay> {

@@ -4,7 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use member_projections::breaker::BreakerPolicy;
+use member_projections::routing::ReadClass;
 use serde::Deserialize;
 
 /// The defaults, as shipped in `config/default.toml`.
@@ -20,7 +23,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub search: SearchSettings,
     pub command_api: ApiSettings,
-    pub query_api: ApiSettings,
+    pub query_api: QueryApiSettings,
     pub relay: RelaySettings,
 }
 
@@ -100,6 +103,113 @@ pub struct ElasticsearchSettings {
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
+}
+
+/// `[query_api]`: the read side (see docs/decisions/0007-query-path.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryApiSettings {
+    pub listen: SocketAddr,
+    /// Bearer key of the admin endpoints (`/admin/*`).
+    pub admin_key: String,
+    /// The callers: each key is one caller with its class and quota.
+    pub callers: Vec<CallerSettings>,
+    pub backends: QueryBackendSettings,
+    pub breaker: BreakerSettings,
+    pub flow: FlowSettings,
+    pub cache: QueryCacheSettings,
+}
+
+/// The API keys shipped in `config/default.toml`, for local use only.
+pub const DEFAULT_QUERY_KEYS: [&str; 3] =
+    ["local-order-key", "local-marketing-key", "local-admin-key"];
+
+impl QueryApiSettings {
+    /// The default (published) keys still configured, if any.
+    pub fn default_keys_in_use(&self) -> Vec<&str> {
+        std::iter::once(self.admin_key.as_str())
+            .chain(self.callers.iter().map(|c| c.key.as_str()))
+            .filter(|k| DEFAULT_QUERY_KEYS.contains(k))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSettings {
+    pub name: String,
+    pub key: String,
+    pub class: ReadClass,
+    /// Sustained requests per second allowed to this caller.
+    pub rate_per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+/// Per-backend timeouts, and the latency at which a call counts as slow for its breaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBackendSettings {
+    pub redis_timeout_ms: u64,
+    pub redis_slow_ms: u64,
+    pub search_timeout_ms: u64,
+    pub search_slow_ms: u64,
+    pub mysql_timeout_ms: u64,
+    pub mysql_slow_ms: u64,
+}
+
+/// Circuit breaker thresholds, shared by every backend (the slow-call latency is per backend).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    pub window_ms: u64,
+    pub min_calls: u32,
+    pub failure_rate: f64,
+    pub slow_call_rate: f64,
+    pub open_ms: u64,
+    pub half_open_probes: u32,
+}
+
+impl BreakerSettings {
+    /// The breaker policy for a backend whose calls are slow at `slow_ms`.
+    pub fn policy(&self, slow_ms: u64) -> BreakerPolicy {
+        BreakerPolicy {
+            window: Duration::from_millis(self.window_ms),
+            min_calls: self.min_calls,
+            failure_rate: self.failure_rate,
+            slow_call: Duration::from_millis(slow_ms),
+            slow_call_rate: self.slow_call_rate,
+            open_for: Duration::from_millis(self.open_ms),
+            half_open_probes: self.half_open_probes,
+        }
+    }
+}
+
+/// Flow control: the global budget (marketing may use only `marketing_share` of it), the
+/// per-identity hotspot limit and the rate at which a key counts as hot (served from the near
+/// cache).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSettings {
+    pub global_rate_per_second: u32,
+    pub global_burst: u32,
+    pub marketing_share: f64,
+    pub hotspot_rate_per_second: u32,
+    pub hotspot_burst: u32,
+    /// A key read more often than this per second is hot: its documents are kept in the near
+    /// cache for `cache.near_cache_ttl_ms`. 0 disables the near cache.
+    pub hot_key_rate_per_second: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryCacheSettings {
+    pub near_cache_capacity: u64,
+    pub near_cache_ttl_ms: u64,
+    /// Members whose last served document is remembered (monotonic reads).
+    pub served_capacity: u64,
+    /// Cache fills in flight at once; more are dropped (the projector fills the cache anyway).
+    pub fill_concurrency: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +333,112 @@ impl Settings {
         if self.search.elasticsearch.shards == 0 {
             return Err(invalid("search.elasticsearch.shards", "must be at least 1"));
         }
+        self.query_api.validate()
+    }
+}
+
+impl QueryApiSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            }
+        }
+        let rate = |key: &'static str, value: f64| {
+            if value > 0.0 && value <= 1.0 {
+                Ok(())
+            } else {
+                Err(invalid(key, "must be above 0 and at most 1"))
+            }
+        };
+        let positive = |key: &'static str, value: u64| {
+            if value == 0 {
+                Err(invalid(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        if self.admin_key.len() < 8 {
+            return Err(invalid(
+                "query_api.admin_key",
+                "must be at least 8 characters",
+            ));
+        }
+        if self.callers.is_empty() {
+            return Err(invalid(
+                "query_api.callers",
+                "configure at least one caller",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::from([self.admin_key.as_str()]);
+        for (i, c) in self.callers.iter().enumerate() {
+            let which = format!("caller #{} ({:?})", i + 1, c.name);
+            if c.name.is_empty() || !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    "query_api.callers.name",
+                    format!("{which}: names must be non-empty and unique"),
+                ));
+            }
+            if c.key.len() < 8 || !keys.insert(c.key.as_str()) {
+                return Err(invalid(
+                    "query_api.callers.key",
+                    format!(
+                        "{which}: keys must be at least 8 characters and unique (also unlike the admin key)"
+                    ),
+                ));
+            }
+            if c.rate_per_second == 0 {
+                return Err(invalid(
+                    "query_api.callers.rate_per_second",
+                    format!("{which}: must be at least 1"),
+                ));
+            }
+            if c.burst == 0 {
+                return Err(invalid(
+                    "query_api.callers.burst",
+                    format!("{which}: must be at least 1"),
+                ));
+            }
+        }
+        let b = &self.backends;
+        positive("query_api.backends.redis_timeout_ms", b.redis_timeout_ms)?;
+        positive("query_api.backends.redis_slow_ms", b.redis_slow_ms)?;
+        positive("query_api.backends.search_timeout_ms", b.search_timeout_ms)?;
+        positive("query_api.backends.search_slow_ms", b.search_slow_ms)?;
+        positive("query_api.backends.mysql_timeout_ms", b.mysql_timeout_ms)?;
+        positive("query_api.backends.mysql_slow_ms", b.mysql_slow_ms)?;
+        let br = &self.breaker;
+        positive("query_api.breaker.window_ms", br.window_ms)?;
+        positive("query_api.breaker.min_calls", br.min_calls.into())?;
+        rate("query_api.breaker.failure_rate", br.failure_rate)?;
+        rate("query_api.breaker.slow_call_rate", br.slow_call_rate)?;
+        positive("query_api.breaker.open_ms", br.open_ms)?;
+        positive(
+            "query_api.breaker.half_open_probes",
+            br.half_open_probes.into(),
+        )?;
+        let f = &self.flow;
+        positive(
+            "query_api.flow.global_rate_per_second",
+            f.global_rate_per_second.into(),
+        )?;
+        positive("query_api.flow.global_burst", f.global_burst.into())?;
+        rate("query_api.flow.marketing_share", f.marketing_share)?;
+        positive(
+            "query_api.flow.hotspot_rate_per_second",
+            f.hotspot_rate_per_second.into(),
+        )?;
+        positive("query_api.flow.hotspot_burst", f.hotspot_burst.into())?;
+        let c = &self.cache;
+        positive("query_api.cache.near_cache_capacity", c.near_cache_capacity)?;
+        positive("query_api.cache.near_cache_ttl_ms", c.near_cache_ttl_ms)?;
+        positive("query_api.cache.served_capacity", c.served_capacity)?;
+        positive(
+            "query_api.cache.fill_concurrency",
+            c.fill_concurrency.into(),
+        )?;
         Ok(())
     }
 }
@@ -303,6 +519,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn query_api_defaults_ship_the_contract_keys() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let q = &s.query_api;
+        assert_eq!(q.admin_key, "local-admin-key");
+        let by_key = |k: &str| q.callers.iter().find(|c| c.key == k).unwrap().class;
+        assert_eq!(by_key("local-order-key"), ReadClass::Order);
+        assert_eq!(by_key("local-marketing-key"), ReadClass::Marketing);
+        assert_eq!(q.default_keys_in_use().len(), 3);
+        assert!(q.flow.marketing_share < 1.0);
+    }
+
+    #[test]
+    fn query_api_values_are_validated_by_key() {
+        let err = Settings::load_from(
+            None,
+            env(&[("MEMBER__QUERY_API__FLOW__MARKETING_SHARE", "1.5")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("query_api.flow.marketing_share"), "{err}");
+        let err = Settings::load_from(None, env(&[("MEMBER__QUERY_API__BREAKER__MIN_CALLS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query_api.breaker.min_calls"), "{err}");
+        let err = Settings::load_from(
+            None,
+            env(&[("MEMBER__QUERY_API__ADMIN_KEY", "local-order-key")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("query_api.callers.key"), "{err}");
+    }
+
+    #[test]
+    fn callers_come_from_the_override_file() {
+        let dir = std::env::temp_dir().join(format!("member-callers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("callers.toml");
+        std::fs::write(
+            &file,
+            "[query_api]\nadmin_key = \"a-long-admin-secret\"\n\
+             [[query_api.callers]]\nname = \"hotel\"\nkey = \"hotel-secret-key\"\n\
+             class = \"order\"\nrate_per_second = 10\nburst = 20\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(file.to_str().unwrap()), env(&[])).unwrap();
+        assert_eq!(s.query_api.callers.len(), 1, "{:?}", s.query_api.callers);
+        assert_eq!(s.query_api.callers[0].name, "hotel");
+        assert!(s.query_api.default_keys_in_use().is_empty());
+
+        std::fs::write(
+            &file,
+            "[[query_api.callers]]\nname = \"x\"\nkey = \"x-secret-key\"\n\
+             class = \"vip\"\nrate_per_second = 10\nburst = 20\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(file.to_str().unwrap()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vip") || err.contains("class"), "{err}");
     }
 
     #[test]

@@ -4,17 +4,22 @@
 //! - [`record`]: the record the relay publishes to Kafka (event envelope + document after it);
 //! - [`batch`]: a batch compacted to the newest state of each row, as sinks write it;
 //! - [`shards`]: the routing of members and identities to MySQL logical shards and databases;
-//! - the sink and source ports and the projector loop (see `projector`).
+//! - the sink and source ports and the projector loop (see `projector`);
+//! - the read policy of the query API, without I/O: [`routing`] (chains per caller class) and
+//!   [`breaker`] (the circuit breaker state machine).
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod breaker;
 pub mod document;
 pub mod fixtures;
 pub mod memory;
 pub mod projector;
 pub mod record;
+pub mod routing;
 pub mod shards;
 pub mod sink;
+pub mod status;
 pub mod target;
 
 pub use batch::{CompactBatch, IdentityEntry};

@@ -1,0 +1,193 @@
+//! The backends the query API reads from, as ports only (`MemberReader`, and `CacheFill` for the
+//! two Redis centers), each behind its own circuit breaker, timeout and admin fault switch; and
+//! the routing pins. The owner wires the real adapters; tests wire in-memory stores.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use member_infra::config::QueryApiSettings;
+use member_projections::breaker::{Breaker, BreakerState};
+use member_projections::routing::{self, Center, PinRefused, ReadClass};
+use member_projections::status::StatusProvider;
+use member_projections::{CacheFill, MemberReader, Target};
+
+use super::metrics;
+
+/// Everything the query API reads from.
+#[derive(Clone)]
+pub struct QueryBackends {
+    pub redis_a: Arc<dyn MemberReader>,
+    pub redis_a_fill: Arc<dyn CacheFill>,
+    pub redis_b: Arc<dyn MemberReader>,
+    pub redis_b_fill: Arc<dyn CacheFill>,
+    pub search_primary: Arc<dyn MemberReader>,
+    pub search_backup: Arc<dyn MemberReader>,
+    pub search_marketing: Arc<dyn MemberReader>,
+    pub mysql: Arc<dyn MemberReader>,
+    /// Projection lag for `/admin/status`, when the process can tell.
+    pub status: Option<Arc<dyn StatusProvider>>,
+}
+
+/// One backend: its reader, timeout, breaker and fault switch.
+pub struct Backend {
+    pub target: Target,
+    pub reader: Arc<dyn MemberReader>,
+    pub timeout: Duration,
+    breaker: Mutex<Breaker>,
+    faulted: AtomicBool,
+}
+
+impl Backend {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // A panic while holding this lock cannot leave the breaker inconsistent (every method
+        // is a few assignments), so a poisoned lock is still usable.
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a call may go out now (counts a half-open probe).
+    pub fn try_acquire(&self) -> bool {
+        let mut breaker = self.breaker();
+        let permitted = breaker.try_acquire(Instant::now());
+        metrics::breaker_state(self.target, breaker.state(Instant::now()));
+        permitted
+    }
+
+    pub fn record(&self, success: bool, latency: Duration) {
+        let mut breaker = self.breaker();
+        let before = breaker.state(Instant::now());
+        breaker.record(Instant::now(), success, latency);
+        let after = breaker.state(Instant::now());
+        metrics::breaker_state(self.target, after);
+        if before != after {
+            tracing::warn!(
+                backend = self.target.as_str(),
+                from = before.as_str(),
+                to = after.as_str(),
+                "circuit breaker changed state"
+            );
+        }
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker().state(Instant::now())
+    }
+
+    pub fn faulted(&self) -> bool {
+        self.faulted.load(Ordering::SeqCst)
+    }
+
+    pub fn set_faulted(&self, down: bool) {
+        self.faulted.store(down, Ordering::SeqCst);
+    }
+
+    /// Neither faulted nor open.
+    pub fn available(&self) -> bool {
+        !self.faulted() && self.breaker_state() != BreakerState::Open
+    }
+}
+
+/// The backends, the local center's cache fill and the routing pins.
+pub struct Registry {
+    backends: HashMap<Target, Backend>,
+    fills: HashMap<Target, Arc<dyn CacheFill>>,
+    pins: Mutex<HashMap<ReadClass, Target>>,
+    pub local: Center,
+    pub status: Option<Arc<dyn StatusProvider>>,
+}
+
+impl Registry {
+    pub fn new(backends: QueryBackends, settings: &QueryApiSettings, local: Center) -> Self {
+        let b = &settings.backends;
+        let now = Instant::now();
+        let backend = |target: Target, reader: Arc<dyn MemberReader>| {
+            let (timeout_ms, slow_ms) = match target {
+                Target::RedisA | Target::RedisB => (b.redis_timeout_ms, b.redis_slow_ms),
+                Target::Mysql => (b.mysql_timeout_ms, b.mysql_slow_ms),
+                _ => (b.search_timeout_ms, b.search_slow_ms),
+            };
+            metrics::breaker_state(target, BreakerState::Closed);
+            (
+                target,
+                Backend {
+                    target,
+                    reader,
+                    timeout: Duration::from_millis(timeout_ms),
+                    breaker: Mutex::new(Breaker::new(settings.breaker.policy(slow_ms), now)),
+                    faulted: AtomicBool::new(false),
+                },
+            )
+        };
+        Self {
+            backends: HashMap::from([
+                backend(Target::RedisA, backends.redis_a),
+                backend(Target::RedisB, backends.redis_b),
+                backend(Target::SearchPrimary, backends.search_primary),
+                backend(Target::SearchBackup, backends.search_backup),
+                backend(Target::SearchMarketing, backends.search_marketing),
+                backend(Target::Mysql, backends.mysql),
+            ]),
+            fills: HashMap::from([
+                (Target::RedisA, backends.redis_a_fill),
+                (Target::RedisB, backends.redis_b_fill),
+            ]),
+            pins: Mutex::new(HashMap::new()),
+            local,
+            status: backends.status,
+        }
+    }
+
+    pub fn backend(&self, target: Target) -> &Backend {
+        self.backends
+            .get(&target)
+            .expect("every target has a backend")
+    }
+
+    /// The cache fill of the local Redis center.
+    pub fn local_fill(&self) -> Arc<dyn CacheFill> {
+        self.fills
+            .get(&self.local.target())
+            .expect("both centers have a fill")
+            .clone()
+    }
+
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<ReadClass, Target>> {
+        self.pins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn pin(&self, class: ReadClass) -> Option<Target> {
+        self.pins().get(&class).copied()
+    }
+
+    pub fn set_pin(&self, class: ReadClass, pin: Option<Target>) -> Result<(), PinRefused> {
+        match pin {
+            Some(target) => {
+                routing::validate_pin(class, target)?;
+                self.pins().insert(class, target);
+            }
+            None => {
+                self.pins().remove(&class);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn chain(&self, class: ReadClass) -> Vec<Target> {
+        routing::chain(class, self.local, self.pin(class))
+    }
+
+    /// Ready while at least one backend of the order chain is neither open nor faulted.
+    pub fn order_path_available(&self) -> bool {
+        self.chain(ReadClass::Order)
+            .into_iter()
+            .any(|t| self.backend(t).available())
+    }
+
+    /// Refreshes the breaker gauges (an open breaker turns half-open with time alone).
+    pub fn publish_gauges(&self) {
+        for backend in self.backends.values() {
+            metrics::breaker_state(backend.target, backend.breaker_state());
+        }
+    }
+}

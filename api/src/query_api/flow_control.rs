@@ -1,0 +1,197 @@
+//! Flow control, all with governor (GCRA, lock-free):
+//! - **per-caller quota**: each caller's own limiter (checked first, so one noisy caller is
+//!   stopped before it spends the shared budget);
+//! - **global budget** with a reserve for order traffic: every request takes from the global
+//!   limiter, and marketing requests must first pass a second limiter sized at
+//!   `marketing_share` of the global rate and burst. Marketing can therefore never take more
+//!   than its share, the rest is kept for order traffic, and under load marketing is refused
+//!   (`marketing_shed`) while order requests still pass;
+//! - **per-identity hotspot limit**: a keyed limiter on the looked-up key (member id or
+//!   identity), so one hot identity cannot flood the backends;
+//! - **hot-key detection**: a second keyed limiter at `hot_key_rate_per_second`; a key over it is
+//!   hot, and its documents go to the near cache (see `read_path`).
+//!
+//! A refusal carries governor's wait time, which becomes `Retry-After`.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
+use member_infra::config::FlowSettings;
+use member_projections::routing::ReadClass;
+
+use super::auth::Caller;
+use super::errors::{LimitReason, QueryError};
+
+/// A quota of `rate` per second (fractions allowed) with `burst` cells.
+pub fn quota(rate_per_second: f64, burst: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / rate_per_second.max(0.001));
+    let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .expect("a non-zero period")
+        .allow_burst(burst)
+}
+
+pub struct FlowControl {
+    clock: DefaultClock,
+    global: DefaultDirectRateLimiter,
+    marketing: DefaultDirectRateLimiter,
+    hotspot: DefaultKeyedRateLimiter<String>,
+    hot_keys: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl FlowControl {
+    pub fn new(settings: &FlowSettings) -> Self {
+        let global_rate = f64::from(settings.global_rate_per_second);
+        let share = settings.marketing_share;
+        let marketing_burst = (f64::from(settings.global_burst) * share).floor() as u32;
+        Self {
+            clock: DefaultClock::default(),
+            global: RateLimiter::direct(quota(global_rate, settings.global_burst)),
+            marketing: RateLimiter::direct(quota(global_rate * share, marketing_burst)),
+            hotspot: RateLimiter::keyed(quota(
+                settings.hotspot_rate_per_second.into(),
+                settings.hotspot_burst,
+            )),
+            hot_keys: (settings.hot_key_rate_per_second > 0).then(|| {
+                RateLimiter::keyed(quota(
+                    settings.hot_key_rate_per_second.into(),
+                    settings.hot_key_rate_per_second,
+                ))
+            }),
+        }
+    }
+
+    fn limited(
+        &self,
+        reason: LimitReason,
+        not_until: NotUntil<<DefaultClock as Clock>::Instant>,
+    ) -> QueryError {
+        QueryError::Limited {
+            reason,
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        }
+    }
+
+    /// The caller's quota, then the global budget (marketing within its share).
+    pub fn admit(&self, caller: &Caller) -> Result<(), QueryError> {
+        caller
+            .quota
+            .check()
+            .map_err(|n| self.limited(LimitReason::Quota, n))?;
+        if caller.class == ReadClass::Marketing {
+            self.marketing
+                .check()
+                .map_err(|n| self.limited(LimitReason::MarketingShed, n))?;
+            return self
+                .global
+                .check()
+                .map_err(|n| self.limited(LimitReason::MarketingShed, n));
+        }
+        self.global
+            .check()
+            .map_err(|n| self.limited(LimitReason::Global, n))
+    }
+
+    /// The per-identity hotspot limit.
+    pub fn admit_key(&self, key: &str) -> Result<(), QueryError> {
+        self.hotspot
+            .check_key(&key.to_owned())
+            .map_err(|n| self.limited(LimitReason::Hotspot, n))
+    }
+
+    /// Counts a read of `key` and tells whether the key is hot (read faster than the threshold).
+    pub fn is_hot(&self, key: &str) -> bool {
+        self.hot_keys
+            .as_ref()
+            .is_some_and(|l| l.check_key(&key.to_owned()).is_err())
+    }
+
+    /// Forgets keys whose limiters are back to full (keeps the keyed maps small).
+    pub fn housekeeping(&self) {
+        self.hotspot.retain_recent();
+        self.hotspot.shrink_to_fit();
+        if let Some(hot) = &self.hot_keys {
+            hot.retain_recent();
+            hot.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> FlowSettings {
+        FlowSettings {
+            global_rate_per_second: 1,
+            global_burst: 10,
+            marketing_share: 0.4,
+            hotspot_rate_per_second: 1,
+            hotspot_burst: 3,
+            hot_key_rate_per_second: 2,
+        }
+    }
+
+    fn caller(class: ReadClass) -> Caller {
+        Caller {
+            name: "t".into(),
+            class,
+            quota: RateLimiter::direct(quota(1000.0, 1000)),
+        }
+    }
+
+    #[test]
+    fn marketing_is_held_to_its_share_and_order_gets_the_rest() {
+        let flow = FlowControl::new(&settings());
+        let (order, marketing) = (caller(ReadClass::Order), caller(ReadClass::Marketing));
+        let passed = (0..10).filter(|_| flow.admit(&marketing).is_ok()).count();
+        assert_eq!(passed, 4, "marketing gets 40% of the burst of 10");
+        let passed = (0..10).filter(|_| flow.admit(&order).is_ok()).count();
+        assert_eq!(passed, 6, "order gets what is left");
+        match flow.admit(&marketing) {
+            Err(QueryError::Limited {
+                reason,
+                retry_after,
+            }) => {
+                assert_eq!(reason, LimitReason::MarketingShed);
+                assert!(retry_after > Duration::ZERO);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_caller_over_its_quota_is_refused_before_the_global_budget() {
+        let flow = FlowControl::new(&FlowSettings {
+            global_burst: 100,
+            ..settings()
+        });
+        let mut c = caller(ReadClass::Order);
+        c.quota = RateLimiter::direct(quota(1.0, 2));
+        assert!(flow.admit(&c).is_ok());
+        assert!(flow.admit(&c).is_ok());
+        assert!(matches!(
+            flow.admit(&c),
+            Err(QueryError::Limited {
+                reason: LimitReason::Quota,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn hot_keys_and_hotspots_are_per_key() {
+        let flow = FlowControl::new(&settings());
+        assert!(!flow.is_hot("a"));
+        assert!(!flow.is_hot("a"));
+        assert!(flow.is_hot("a"), "third read within a second is over 2/s");
+        assert!(!flow.is_hot("b"));
+        for _ in 0..3 {
+            flow.admit_key("a").unwrap();
+        }
+        assert!(flow.admit_key("a").is_err());
+        assert!(flow.admit_key("b").is_ok());
+    }
+}

@@ -1,0 +1,154 @@
+//! The query API (default 127.0.0.1:8081): routed reads with fail-over, monotonic reads, cache
+//! fill, flow control and caller isolation. It depends only on the read ports
+//! (`MemberReader`, `CacheFill`, `StatusProvider`); the process wiring hands it the adapters.
+//!
+//! - [`auth`]: callers from configuration, bearer keys compared in constant time;
+//! - [`flow_control`]: per-caller quotas, the global budget that sheds marketing first, the
+//!   per-identity hotspot limit and hot-key detection (governor);
+//! - [`read_path`]: near cache, chain walk with breakers and timeouts, monotonic reads, fills;
+//! - [`backends`]: the ports behind breakers, fault switches and pins;
+//! - [`routes`] and [`admin`]: the HTTP handlers; [`errors`]: the one HTTP mapping of failures.
+
+pub mod admin;
+pub mod auth;
+pub mod backends;
+pub mod errors;
+pub mod flow_control;
+pub mod metrics;
+pub mod read_path;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use member_infra::config::{RedisCenter, Settings};
+use member_projections::routing::Center;
+use tokio::net::TcpListener;
+
+pub use backends::QueryBackends;
+pub use errors::QueryError;
+pub use routes::SERVED_FROM;
+
+use auth::Callers;
+use backends::Registry;
+use flow_control::FlowControl;
+use read_path::ReadPath;
+
+/// Admin request bodies above this are refused.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub callers: Arc<Callers>,
+    pub flow: Arc<FlowControl>,
+    pub reads: Arc<ReadPath>,
+}
+
+impl AppState {
+    pub fn registry(&self) -> &Registry {
+        self.reads.registry()
+    }
+}
+
+impl crate::http::Readiness for AppState {
+    async fn ready(&self) -> Result<(), String> {
+        if self.registry().order_path_available() {
+            Ok(())
+        } else {
+            Err("every backend of the order chain is open or faulted".into())
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/members", get(routes::by_identity))
+        .route("/v1/members/{id}", get(routes::by_id))
+        .route("/admin/faults", post(admin::faults))
+        .route("/admin/routing", post(admin::routing))
+        .route("/admin/status", get(admin::status))
+        .with_state(state.clone())
+        .merge(crate::http::operational_routes(state))
+        .fallback(crate::http::not_found)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// The query API, bound and ready to serve.
+pub struct QueryApi {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl QueryApi {
+    /// Binds the listener (port 0 picks a free port, as tests do). `settings` gives the
+    /// `[query_api]` section and the local Redis center (`redis.local_center`).
+    pub async fn build(
+        backends: QueryBackends,
+        settings: &Settings,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let q = &settings.query_api;
+        let local = match settings.redis.local_center {
+            RedisCenter::A => Center::A,
+            RedisCenter::B => Center::B,
+        };
+        let registry = Arc::new(Registry::new(backends, q, local));
+        let state = AppState {
+            callers: Arc::new(Callers::from_settings(q)),
+            flow: Arc::new(FlowControl::new(&q.flow)),
+            reads: Arc::new(ReadPath::new(registry, &q.cache)),
+        };
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the query api to {listen}"))?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "query api listening");
+        let housekeeping = tokio::spawn(housekeeping(
+            Arc::downgrade(&self.state.flow),
+            Arc::downgrade(&self.state.reads),
+        ));
+        let served = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving the query api");
+        housekeeping.abort();
+        served
+    }
+}
+
+/// Every second: refresh the breaker gauges; every ten: trim the keyed limiters.
+async fn housekeeping(flow: Weak<FlowControl>, reads: Weak<ReadPath>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let (Some(flow), Some(reads)) = (flow.upgrade(), reads.upgrade()) else {
+            return;
+        };
+        reads.registry().publish_gauges();
+        n += 1;
+        if n % 10 == 0 {
+            flow.housekeeping();
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The read path: near cache, then the caller class's chain of backends with fail-over,
+//! monotonic reads and cache fill.
+//!
+//! For each backend of the chain, in order: skip it if an operator faulted it or its breaker is
+//! open; otherwise call it with its timeout. An error or a timeout counts against its breaker and
+//! moves on, within the same request. Then:
+//! - a miss (None) from a Redis center is a cache miss: move on;
+//! - a None from a search cluster or MySQL is a *negative* answer, but one that may come from a
+//!   projection that is behind (a member registered a moment ago, not yet refreshed in search).
+//!   A 404 on the ordering path costs an order its member, so a negative answer is confirmed by
+//!   the rest of the chain: 404 only when no later backend has the member either (see
+//!   docs/decisions/0007-query-path.md);
+//! - a document older than one this process already served for that member is a lagging copy:
+//!   move on;
+//! - otherwise it is the answer. If it came from anything but the local Redis center and that
+//!   center missed or held an older copy, the local center is filled (asynchronously, bounded,
+//!   version- and fence-guarded by the adapter).
+//!
+//! Monotonic reads: the last document served per member is kept (bounded moka cache). No read
+//! returns a version below it; when every backend that answered is behind it, that document is
+//! served again (`last-served`). For lookups by identity the same holds for ownership: the
+//! highest ownership generation served per identity is kept, so a lagging store that still shows
+//! the identity's previous owner (or nothing) cannot take an answer back. When every backend is
+//! down, the answer is 503, not an old copy.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use member_domain::IdentityKey;
+use member_infra::config::QueryCacheSettings;
+use member_projections::routing::{is_cache, ReadClass};
+use member_projections::{MemberDocument, MemberReader, SinkError, Target};
+use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::backends::Registry;
+use super::errors::QueryError;
+use super::metrics;
+
+/// What a read looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Id(Uuid),
+    Identity(IdentityKey),
+}
+
+impl Lookup {
+    /// The key of the hotspot limiter and the near cache.
+    pub fn key(&self) -> String {
+        match self {
+            Lookup::Id(id) => format!("member:{id}"),
+            Lookup::Identity(key) => format!("identity:{key}"),
+        }
+    }
+
+    async fn read(&self, reader: &dyn MemberReader) -> Result<Option<MemberDocument>, SinkError> {
+        match self {
+            Lookup::Id(id) => reader.by_id(*id).await,
+            Lookup::Identity(key) => reader.by_identity(key).await,
+        }
+    }
+
+    /// Whether `doc` answers this lookup.
+    fn matches(&self, doc: &MemberDocument) -> bool {
+        match self {
+            Lookup::Id(id) => doc.member_id == *id,
+            Lookup::Identity(key) => doc.generation_of(key).is_some(),
+        }
+    }
+}
+
+/// A document and where it came from.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub doc: Arc<MemberDocument>,
+    pub from: &'static str,
+}
+
+pub struct ReadPath {
+    registry: Arc<Registry>,
+    /// The last document served per member (monotonic reads).
+    served: Cache<Uuid, Arc<MemberDocument>>,
+    /// Per identity lookup key: the member served for it and the identity's ownership
+    /// generation in that answer.
+    owners: Cache<String, (Uuid, u64)>,
+    /// Documents of hot keys, for a short time.
+    near: Cache<String, Arc<MemberDocument>>,
+    fills: Arc<Semaphore>,
+}
+
+impl ReadPath {
+    pub fn new(registry: Arc<Registry>, settings: &QueryCacheSettings) -> Self {
+        Self {
+            registry,
+            served: Cache::new(settings.served_capacity),
+            owners: Cache::new(settings.served_capacity),
+            near: Cache::builder()
+                .max_capacity(settings.near_cache_capacity)
+                .time_to_live(Duration::from_millis(settings.near_cache_ttl_ms))
+                .build(),
+            fills: Arc::new(Semaphore::new(settings.fill_concurrency as usize)),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Serves `lookup` for a caller of `class`. `hot` says the key is read often: its answer is
+    /// kept in the near cache.
+    pub async fn read(
+        &self,
+        class: ReadClass,
+        lookup: &Lookup,
+        hot: bool,
+    ) -> Result<Served, QueryError> {
+        let key = lookup.key();
+        if let Some(doc) = self.near.get(&key) {
+            let floor = self.served.get(&doc.member_id).map(|d| d.version);
+            if floor.is_none_or(|f| f <= doc.version) && !self.older_owner(lookup, &doc) {
+                metrics::cache("near", true);
+                return Ok(Served {
+                    doc,
+                    from: "near-cache",
+                });
+            }
+            self.near.invalidate(&key);
+        }
+        metrics::cache("near", false);
+        let served = self.read_chain(class, lookup).await?;
+        if hot {
+            self.near.insert(key, served.doc.clone());
+        }
+        Ok(served)
+    }
+
+    async fn read_chain(&self, class: ReadClass, lookup: &Lookup) -> Result<Served, QueryError> {
+        let class_name = class.as_str();
+        let local = self.registry.local.target();
+        let mut behind_member: Option<Uuid> = None;
+        let mut negative = false;
+        let mut local_needs_fill = false;
+        for target in self.registry.chain(class) {
+            let backend = self.registry.backend(target);
+            if backend.faulted() {
+                metrics::fallback(target, class_name, "faulted");
+                continue;
+            }
+            if !backend.try_acquire() {
+                metrics::fallback(target, class_name, "open");
+                continue;
+            }
+            let started = Instant::now();
+            let result = tokio::time::timeout(backend.timeout, lookup.read(&*backend.reader)).await;
+            let latency = started.elapsed();
+            metrics::backend_latency(target, latency);
+            let found = match result {
+                Ok(Ok(found)) => {
+                    backend.record(true, latency);
+                    found
+                }
+                Ok(Err(error)) => {
+                    backend.record(false, latency);
+                    tracing::debug!(backend = target.as_str(), %error, "backend read failed");
+                    metrics::fallback(target, class_name, "error");
+                    continue;
+                }
+                Err(_) => {
+                    backend.record(false, latency);
+                    metrics::fallback(target, class_name, "timeout");
+                    continue;
+                }
+            };
+            let Some(doc) = found.filter(|d| lookup.matches(d)) else {
+                if is_cache(target) {
+                    metrics::cache("redis", false);
+                    metrics::fallback(target, class_name, "miss");
+                    local_needs_fill |= target == local;
+                } else {
+                    negative = true;
+                    metrics::fallback(target, class_name, "not_found");
+                }
+                continue;
+            };
+            let floor = self.served.get(&doc.member_id).map(|d| d.version);
+            let older_owner = self.older_owner(lookup, &doc);
+            if floor.is_some_and(|f| f > doc.version) || older_owner {
+                behind_member = Some(doc.member_id);
+                local_needs_fill |= target == local;
+                metrics::fallback(target, class_name, "stale");
+                continue;
+            }
+            if is_cache(target) {
+                metrics::cache("redis", true);
+            }
+            let doc = self.remember(Arc::new(doc));
+            if !lookup.matches(&doc) {
+                // A newer version was served meanwhile, and it no longer holds the identity.
+                return Err(QueryError::MemberNotFound);
+            }
+            self.remember_owner(lookup, &doc);
+            if target != local && local_needs_fill {
+                self.fill_local(doc.clone());
+            }
+            metrics::served(target.as_str(), class_name);
+            return Ok(Served {
+                doc,
+                from: target.as_str(),
+            });
+        }
+        self.nothing_current(class_name, lookup, behind_member, negative)
+    }
+
+    /// No backend gave a current answer: serve the last served copy when backends answered with
+    /// older ones (or said None for a member this process has served), 404 when they answered
+    /// that nothing matches, 503 when none answered.
+    fn nothing_current(
+        &self,
+        class: &'static str,
+        lookup: &Lookup,
+        behind_member: Option<Uuid>,
+        negative: bool,
+    ) -> Result<Served, QueryError> {
+        let answered = negative || behind_member.is_some();
+        if !answered {
+            return Err(QueryError::Unavailable);
+        }
+        let candidates = match lookup {
+            Lookup::Id(id) => vec![*id],
+            Lookup::Identity(_) => behind_member
+                .into_iter()
+                .chain(self.owners.get(&lookup.key()).map(|(member, _)| member))
+                .collect(),
+        };
+        let last = candidates
+            .into_iter()
+            .filter_map(|m| self.served.get(&m))
+            .find(|doc| lookup.matches(doc) && !self.older_owner(lookup, doc));
+        match last {
+            Some(doc) => {
+                metrics::served("last-served", class);
+                Ok(Served {
+                    doc,
+                    from: "last-served",
+                })
+            }
+            None => Err(QueryError::MemberNotFound),
+        }
+    }
+
+    /// Whether `doc` shows the looked-up identity at an older ownership generation than an
+    /// answer already served for it (a lagging store still showing the previous owner).
+    fn older_owner(&self, lookup: &Lookup, doc: &MemberDocument) -> bool {
+        let Lookup::Identity(key) = lookup else {
+            return false;
+        };
+        let generation = doc.generation_of(key).unwrap_or(0);
+        self.owners
+            .get(&lookup.key())
+            .is_some_and(|(_, served)| served > generation)
+    }
+
+    fn remember_owner(&self, lookup: &Lookup, doc: &MemberDocument) {
+        let Lookup::Identity(key) = lookup else {
+            return;
+        };
+        let generation = doc.generation_of(key).unwrap_or(0);
+        self.owners
+            .entry(lookup.key())
+            .and_compute_with(|current| match current {
+                Some(entry) if entry.value().1 >= generation => Op::Nop,
+                _ => Op::Put((doc.member_id, generation)),
+            });
+    }
+
+    /// Records `doc` as served unless a newer version was served already; returns what to serve.
+    fn remember(&self, doc: Arc<MemberDocument>) -> Arc<MemberDocument> {
+        let candidate = doc.clone();
+        let result = self
+            .served
+            .entry(doc.member_id)
+            .and_compute_with(|current| match current {
+                Some(entry) if entry.value().version >= candidate.version => Op::Nop,
+                _ => Op::Put(candidate),
+            });
+        match result {
+            CompResult::Unchanged(entry) if entry.value().version > doc.version => {
+                entry.into_value()
+            }
+            _ => doc,
+        }
+    }
+
+    /// Fills the local Redis center in the background; dropped when too many fills are in
+    /// flight or the center is unavailable (the projector fills it anyway).
+    fn fill_local(&self, doc: Arc<MemberDocument>) {
+        let target: Target = self.registry.local.target();
+        if !self.registry.backend(target).available() {
+            metrics::fill(target, "skipped");
+            return;
+        }
+        let Ok(permit) = self.fills.clone().try_acquire_owned() else {
+            metrics::fill(target, "dropped");
+            return;
+        };
+        let fill = self.registry.local_fill();
+        let timeout = self.registry.backend(target).timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = match tokio::time::timeout(timeout, fill.fill(&doc)).await {
+                Ok(Ok(true)) => "written",
+                Ok(Ok(false)) => "refused",
+                Ok(Err(error)) => {
+                    tracing::debug!(backend = target.as_str(), %error, "cache fill failed");
+                    "error"
+                }
+                Err(_) => "timeout",
+            };
+            metrics::fill(target, outcome);
+        });
+    }
+}
