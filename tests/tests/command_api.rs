@@ -393,7 +393,16 @@ async fn hostile_and_malformed_input_gets_a_4xx_and_changes_nothing() {
         "{{\"identities\": [{{\"kind\": \"mobile\", \"value\": \"{}\"}}]}}",
         "1".repeat(1 << 20)
     );
-    let cases: Vec<(&str, reqwest::Method, String, Vec<u8>, StatusCode, &str)> = vec![
+    // (case, method, url, body, expected status, expected error code)
+    type Case = (
+        &'static str,
+        reqwest::Method,
+        String,
+        Vec<u8>,
+        StatusCode,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         ("broken json", reqwest::Method::POST, post_members.clone(), b"{\"identities\": [".to_vec(), StatusCode::BAD_REQUEST, "invalid_request"),
         ("not json", reqwest::Method::POST, post_members.clone(), b"mobile=138".to_vec(), StatusCode::BAD_REQUEST, "invalid_request"),
         ("empty body", reqwest::Method::POST, post_members.clone(), b"".to_vec(), StatusCode::BAD_REQUEST, "invalid_request"),
