@@ -4,3 +4,4 @@
 
 pub mod config;
 pub mod event_store;
+pub mod search;
