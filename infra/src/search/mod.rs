@@ -126,6 +126,8 @@ pub enum SearchError {
         target: &'static str,
         reason: String,
     },
+    #[error("{target}: invalid Elasticsearch index name {index:?} (lowercase [a-z0-9_-], not starting with _ or -)")]
+    InvalidIndexName { target: &'static str, index: String },
     #[error("{target}: Elasticsearch refused to set up index {index}: {reason}")]
     Setup {
         target: &'static str,

@@ -31,6 +31,7 @@ pub mod requests;
 use std::time::Duration;
 
 use ::elasticsearch::auth::Credentials;
+use ::elasticsearch::http::headers::{HeaderValue, CONTENT_TYPE};
 use ::elasticsearch::http::response::Response;
 use ::elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use ::elasticsearch::http::{StatusCode, Url};
@@ -102,12 +103,9 @@ impl ElasticsearchIndex {
     ) -> Result<Self, SearchError> {
         let target = cluster.target();
         if !requests::is_index_name(&options.index) {
-            return Err(SearchError::InvalidUrl {
+            return Err(SearchError::InvalidIndexName {
                 target,
-                reason: format!(
-                    "index name {:?} must be lowercase [a-z0-9_-], not starting with _ or -",
-                    options.index
-                ),
+                index: options.index.clone(),
             });
         }
         let client = client(url).map_err(|reason| SearchError::InvalidUrl { target, reason })?;
@@ -132,6 +130,11 @@ impl ElasticsearchIndex {
 
     pub fn index(&self) -> &str {
         &self.index
+    }
+
+    /// The client, for calls outside the port (operations, test clean-up).
+    pub fn client(&self) -> &Elasticsearch {
+        &self.client
     }
 
     async fn set_up(&self, options: &IndexOptions) -> Result<(), SearchError> {
@@ -365,6 +368,10 @@ impl Sink for ElasticsearchIndex {
             .client
             .bulk(BulkParts::Index(&self.index))
             .filter_path(&["errors", "items.*.status", "items.*.error.type"])
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            )
             .body(operations)
             .send()
             .await
