@@ -510,12 +510,17 @@ async fn get_by_id_routes_by_member_id() {
     assert_eq!(get.path, format!("/member/_doc/{known}"));
     assert_eq!(
         get.query(),
-        vec![("_source_includes", "doc"), ("routing", known.as_str())]
+        vec![
+            ("_source_includes", "doc"),
+            ("realtime", "false"),
+            ("routing", known.as_str())
+        ]
     );
     assert_eq!(
         requests[1].query(),
         vec![
             ("_source_includes", "doc"),
+            ("realtime", "false"),
             ("routing", unknown.to_string().as_str())
         ]
     );

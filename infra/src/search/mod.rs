@@ -9,13 +9,18 @@
 //! - [`elasticsearch`]: one client per cluster URL, bulk writes with external versioning and
 //!   routing by member id, keyword-only fields, term queries in filter context.
 //!
-//! Both keep whole documents only (no separate identity index): a lookup by identity finds every
-//! document that lists the identity and keeps the one holding it at the highest generation. While
-//! an identity moves between members, both documents can list it for a moment; the generation
-//! decides, and the stale holder's own unbind record removes it from its document soon after.
-//! Unlike the MySQL and Redis sinks there is no tombstone: a stale document of the previous owner
-//! that still lists the identity is returned only until that owner's unbind record is applied,
-//! which the per-member order of the Kafka topic guarantees comes after it (see ADR 0006).
+//! Both keep whole documents only, no identity index: a lookup by identity finds every document
+//! that lists the identity and keeps the one holding it at the highest generation
+//! ([`MemberDocument::generation_of`]). While an identity moves between members, both documents
+//! can list it for a moment; the generation decides, and the previous holder's own unbind record
+//! (which the per-member order of the topic delivers after its bind) removes it from its document.
+//!
+//! Known gap against the port's rule (`projections::sink`): without tombstones, the store does
+//! not remember an unbind once the document that made it is replaced. If an identity moved A -> B
+//! and was then unbound by B, and the store has applied all of B's records but not yet A's unbind,
+//! a lookup returns A's stale document where the rule asks for "absent". It lasts until A's
+//! unbind is applied (the same staleness as a store that has not seen B's records at all), and
+//! the contract suite does not exercise it; ADR 0006 describes the fix if it is wanted.
 
 pub mod elasticsearch;
 pub mod tantivy;

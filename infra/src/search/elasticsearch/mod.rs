@@ -16,7 +16,9 @@
 //!   `allow_partial_search_results=false`, so that a failed shard is an error (the query path
 //!   falls back) instead of a silent miss.
 //! - **Near-real-time refresh** (`refresh_interval` = `search.refresh_ms`): writes are visible
-//!   to searches and gets after the next refresh; nothing here forces a refresh.
+//!   to searches after the next refresh, and so are gets (`realtime=false`: a real-time get of
+//!   an unrefreshed document would make the shard refresh, at the order path's read rate).
+//!   Nothing here forces a refresh.
 //! - **Durability**: a bulk response comes after the translog was fsynced on the primary and its
 //!   replicas (`index.translog.durability: request`, the default), so `apply` returning means
 //!   the batch survives a node restart.
@@ -438,6 +440,10 @@ impl MemberReader for ElasticsearchIndex {
             .client
             .get(GetParts::IndexId(&self.index, &id))
             .routing(&id)
+            // Near-real-time like searches (and like the tantivy adapter): a real-time get of a
+            // document not yet refreshed makes Elasticsearch refresh the shard, which the
+            // order path's read rate must not trigger.
+            .realtime(false)
             ._source_includes(&["doc"])
             .send()
             .await
