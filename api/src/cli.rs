@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
         Configuration: config/default.toml (compiled in), overridden by the file named in \
         MEMBER_CONFIG and by environment variables MEMBER__SECTION__KEY \
         (for example MEMBER__POSTGRES__URL).",
-    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member migrate"
+    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member serve projector --target redis-b\n  member migrate"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -20,7 +20,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run every role in one process on the local stack (command API, relay, ...).
+    /// Run every role in one process: command API, query API, relay and the six projectors.
     Run,
     /// Run one role alone.
     Serve {
@@ -35,6 +35,14 @@ pub enum Command {
 pub enum Role {
     /// The command API (binds, unbinds, registrations).
     CommandApi,
+    /// The query API (reads with routing, fail-over and flow control).
+    QueryApi,
     /// The outbox relay: publishes committed events to Kafka in commit-safe order.
     Relay,
+    /// One projector: materializes the event stream into one read store.
+    Projector {
+        /// mysql, redis-a, redis-b, search-primary, search-backup or search-marketing.
+        #[arg(long)]
+        target: member_projections::Target,
+    },
 }

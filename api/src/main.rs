@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use member_api::app::Role as AppRole;
 use member_api::cli::{Cli, Command, Role};
 use member_api::run::{self, Shutdown};
 use member_infra::config::Settings;
@@ -13,13 +14,18 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading configuration")?;
     let shutdown = Shutdown::on(run::shutdown_signal());
     match cli.command {
-        Command::Run => run::run_all(settings, shutdown).await,
-        Command::Serve { role } => match role {
-            Role::CommandApi => run::serve_command_api(settings, shutdown).await,
-            Role::Relay => run::serve_relay(settings, shutdown).await,
-        },
+        Command::Run => run::serve(settings, &AppRole::all(), shutdown).await,
+        Command::Serve { role } => {
+            let role = match role {
+                Role::CommandApi => AppRole::CommandApi,
+                Role::QueryApi => AppRole::QueryApi,
+                Role::Relay => AppRole::Relay,
+                Role::Projector { target } => AppRole::Projector(target),
+            };
+            run::serve(settings, &[role], shutdown).await
+        }
         Command::Migrate => {
-            run::event_store(&settings).await?;
+            member_api::app::event_store(&settings).await?;
             tracing::info!("event store schema is up to date");
             Ok(())
         }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use member_infra::relay::Relay;
 
-use crate::command_api::CommandApi;
+use crate::app::{App, Role};
 use crate::query_api::{QueryApi, QueryBackends};
 
 /// Resolves on SIGINT or SIGTERM.
@@ -53,24 +53,6 @@ impl Shutdown {
     }
 }
 
-pub async fn event_store(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = member_infra::event_store::connect(&settings.postgres)
-        .await
-        .context("connecting to the event store (postgres.url)")?;
-    member_infra::event_store::migrate(&pool)
-        .await
-        .context("migrating the event store")?;
-    Ok(pool)
-}
-
-pub async fn serve_command_api(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let pool = event_store(&settings).await?;
-    CommandApi::build(pool, settings.command_api.listen)
-        .await?
-        .run_until_stopped(shutdown.wait())
-        .await
-}
-
 /// The query API over the given backends, bound to `query_api.listen`. Warns when the published
 /// default keys are used on an address other than loopback. (The owner wires the real adapters:
 /// Redis centers, search clusters, MySQL shards.)
@@ -91,32 +73,11 @@ pub fn relay(settings: &Settings, pool: PgPool) -> anyhow::Result<Relay> {
     .context("creating the kafka producer (kafka.brokers)")
 }
 
-pub async fn serve_relay(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let pool = event_store(&settings).await?;
-    relay(&settings, pool)?.run(shutdown.wait()).await;
-    Ok(())
-}
-
-/// `member run`: every role in one process.
-pub async fn run_all(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let pool = event_store(&settings).await?;
-    let command_api = CommandApi::build(pool.clone(), settings.command_api.listen).await?;
-    let mut roles = tokio::task::JoinSet::new();
-    roles.spawn(command_api.run_until_stopped(shutdown.clone().wait()));
-    let relay = relay(&settings, pool.clone())?;
-    let stop = shutdown.clone();
-    roles.spawn(async move {
-        relay.run(stop.wait()).await;
-        Ok(())
-    });
-    let mut result = Ok(());
-    while let Some(joined) = roles.join_next().await {
-        let outcome = joined.context("a role panicked").and_then(|r| r);
-        if let Err(e) = outcome {
-            tracing::error!(error = %format!("{e:#}"), "a role failed, stopping the others");
-            roles.abort_all();
-            result = Err(e);
-        }
-    }
-    result
+/// Builds the roles and runs them until shutdown: `member run` (every role) and
+/// `member serve <role>` (one).
+pub async fn serve(settings: Settings, roles: &[Role], shutdown: Shutdown) -> anyhow::Result<()> {
+    App::build(&settings, roles)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
 }

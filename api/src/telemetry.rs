@@ -14,6 +14,8 @@ pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
+        // Logs go to stderr: stdout is for command output (`member status --json`).
+        .with_writer(std::io::stderr)
         .try_init();
 }
 

@@ -25,6 +25,7 @@ pub struct Settings {
     pub command_api: ApiSettings,
     pub query_api: QueryApiSettings,
     pub relay: RelaySettings,
+    pub projector: ProjectorSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +220,15 @@ pub struct RelaySettings {
     pub idle_poll_ms: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorSettings {
+    /// Records applied to a store per batch.
+    pub batch_size: u32,
+    /// How long a projector waits for the first record of a batch.
+    pub max_wait_ms: u64,
+}
+
 /// The configuration could not be loaded; the message names the offending key or file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -329,6 +339,12 @@ impl Settings {
         }
         if self.relay.batch_size == 0 || self.relay.batch_size > 100_000 {
             return Err(invalid("relay.batch_size", "must be between 1 and 100000"));
+        }
+        if self.projector.batch_size == 0 || self.projector.batch_size > 100_000 {
+            return Err(invalid(
+                "projector.batch_size",
+                "must be between 1 and 100000",
+            ));
         }
         if self.search.elasticsearch.shards == 0 {
             return Err(invalid("search.elasticsearch.shards", "must be at least 1"));

@@ -8,4 +8,6 @@ pub mod kafka;
 pub mod mysql;
 pub mod redis;
 pub mod relay;
+pub mod search;
 mod stored;
+pub mod stores;

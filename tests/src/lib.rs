@@ -2,6 +2,7 @@
 //! stack (started by `make test` through scripts/stack.sh) and its own servers on free ports.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod kafka;
 pub mod mysql;
 pub mod postgres;

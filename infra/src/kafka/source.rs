@@ -1,6 +1,11 @@
-//! A Kafka consumer group as the projectors' record source: one group per projection target, so
-//! every read store consumes, lags and recovers on its own. Offsets are committed by the
-//! projector loop only after the sink made a batch durable (auto-commit is off).
+//! Kafka as the projectors' record source: one consumer group id per projection target, so every
+//! read store consumes, lags and recovers on its own. Offsets are committed under that group by
+//! the projector loop only after the sink made a batch durable (auto-commit is off).
+//!
+//! A projector assigns itself every partition of the topic instead of joining the group
+//! protocol (see docs/decisions/0008-projector-partition-assignment.md): one projector runs per
+//! target, and a projector restarted after a crash resumes at once from the committed offsets,
+//! without waiting for a rebalance to give up on its dead predecessor.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,20 +28,47 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Joins consumer group `group` on the configured topic. A new group starts at the beginning
-    /// of the topic.
-    pub fn new(settings: &KafkaSettings, group: &str) -> Result<Self, rdkafka::error::KafkaError> {
+    /// Reads every partition of the configured topic from the offsets committed under `group`
+    /// (the beginning of the topic for a new group). Waits up to 30 s for the topic to exist.
+    pub async fn new(
+        settings: &KafkaSettings,
+        group: &str,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
         let consumer: StreamConsumer = super::client_config(settings)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
             .set("fetch.wait.max.ms", "50")
             .create()?;
-        consumer.subscribe(&[&settings.topic])?;
+        let consumer = Arc::new(consumer);
+        let topic = settings.topic.clone();
+        let assigned = consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let metadata = assigned.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+                let partitions: Vec<i32> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                if !partitions.is_empty() || attempts >= 30 {
+                    let mut all = TopicPartitionList::new();
+                    for p in partitions {
+                        all.add_partition_offset(&topic, p, Offset::Stored)?;
+                    }
+                    return assigned.assign(&all);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .await
+        .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
         Ok(Self {
-            consumer: Arc::new(consumer),
+            consumer,
             topic: settings.topic.clone(),
             lag: None,
             lag_measured: None,
@@ -44,9 +76,10 @@ impl KafkaSource {
         })
     }
 
-    /// The consumer group of a projection target.
-    pub fn group_of(target: &str) -> String {
-        format!("member-projector-{target}")
+    /// The consumer group of a projection target on a topic: `<topic>.projector.<target>`, for
+    /// example `member.events.projector.redis-b`.
+    pub fn group_of(topic: &str, target: &str) -> String {
+        format!("{topic}.projector.{target}")
     }
 
     /// Refreshes the lag (records between the consumed positions and the partitions' high
