@@ -169,6 +169,7 @@ pub struct BreakerSettings {
     pub slow_call_rate: f64,
     pub open_ms: u64,
     pub half_open_probes: u32,
+    pub consecutive_failures: u32,
 }
 
 impl BreakerSettings {
@@ -182,6 +183,7 @@ impl BreakerSettings {
             slow_call_rate: self.slow_call_rate,
             open_for: Duration::from_millis(self.open_ms),
             half_open_probes: self.half_open_probes,
+            consecutive_failures: self.consecutive_failures,
         }
     }
 }

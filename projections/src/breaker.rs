@@ -5,6 +5,9 @@
 //!   buckets so memory stays constant at any request rate). Once the window holds at least
 //!   `min_calls` outcomes and either the share of failures reaches `failure_rate` or the share of
 //!   slow calls (latency at or above `slow_call`) reaches `slow_call_rate`, the breaker opens.
+//!   It also opens after `consecutive_failures` failures in a row, whatever the window holds: a
+//!   backend that dies after a busy healthy period would otherwise keep costing every request its
+//!   timeout until the old successes leave the window.
 //! - **Open**: calls are refused (the read path moves on to the next backend at no cost) until
 //!   `open_for` has passed.
 //! - **Half-open**: up to `half_open_probes` calls are let through as probes. A failed or slow
@@ -29,6 +32,8 @@ pub struct BreakerPolicy {
     pub slow_call_rate: f64,
     pub open_for: Duration,
     pub half_open_probes: u32,
+    /// Failures in a row that open the breaker (0: only the rates decide).
+    pub consecutive_failures: u32,
 }
 
 impl Default for BreakerPolicy {
@@ -41,6 +46,7 @@ impl Default for BreakerPolicy {
             slow_call_rate: 0.8,
             open_for: Duration::from_secs(2),
             half_open_probes: 1,
+            consecutive_failures: 5,
         }
     }
 }
@@ -111,6 +117,7 @@ pub struct Breaker {
     bucket_len: Duration,
     buckets: [Bucket; BUCKETS],
     phase: Phase,
+    failures_in_a_row: u32,
 }
 
 impl Breaker {
@@ -122,6 +129,7 @@ impl Breaker {
             bucket_len,
             buckets: [Bucket::default(); BUCKETS],
             phase: Phase::Closed,
+            failures_in_a_row: 0,
         }
     }
 
@@ -183,8 +191,15 @@ impl Breaker {
         match &mut self.phase {
             Phase::Closed => {
                 self.count(now, success, slow);
+                self.failures_in_a_row = if success {
+                    0
+                } else {
+                    self.failures_in_a_row + 1
+                };
                 let stats = self.stats(now);
-                if self.should_open(stats) {
+                let in_a_row = self.policy.consecutive_failures > 0
+                    && self.failures_in_a_row >= self.policy.consecutive_failures;
+                if in_a_row || self.should_open(stats) {
                     self.open(now);
                 }
             }
@@ -236,6 +251,7 @@ impl Breaker {
         self.phase = Phase::Open {
             until: now + self.policy.open_for,
         };
+        self.failures_in_a_row = 0;
         self.buckets = [Bucket::default(); BUCKETS];
     }
 
@@ -273,6 +289,8 @@ mod tests {
             slow_call_rate: 0.75,
             open_for: Duration::from_secs(2),
             half_open_probes: 2,
+            // Off, so the rate tests see the rates alone; tested on its own below.
+            consecutive_failures: 0,
         }
     }
 
@@ -307,6 +325,30 @@ mod tests {
         // 3 failures of 4 >= 50%.
         assert_eq!(b.state(clock.at(4)), BreakerState::Open);
         assert!(!b.try_acquire(clock.at(5)));
+    }
+
+    #[test]
+    fn opens_after_failures_in_a_row_even_after_many_successes() {
+        let clock = Clock(Instant::now());
+        let mut b = Breaker::new(
+            BreakerPolicy {
+                consecutive_failures: 3,
+                ..policy()
+            },
+            clock.at(0),
+        );
+        for ms in 0..100 {
+            assert!(call(&mut b, clock.at(ms), true, Duration::from_millis(1)));
+        }
+        call(&mut b, clock.at(200), false, Duration::from_millis(1));
+        call(&mut b, clock.at(201), false, Duration::from_millis(1));
+        assert_eq!(
+            b.state(clock.at(202)),
+            BreakerState::Closed,
+            "2 in a row, 2% of the window"
+        );
+        call(&mut b, clock.at(202), false, Duration::from_millis(1));
+        assert_eq!(b.state(clock.at(203)), BreakerState::Open);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod kafka;
 pub mod mysql;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod query;
 pub mod redis;
 pub mod sink_contract;

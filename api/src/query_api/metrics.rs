@@ -42,6 +42,16 @@ pub fn breaker_state(backend: Target, state: BreakerState) {
     metrics::gauge!("member_query_breaker_state", "backend" => backend.as_str()).set(state.gauge());
 }
 
+/// Every call a request makes to a backend, by caller class: shows, for example, that marketing
+/// reads never reach the order path's search clusters.
+pub fn backend_request(backend: Target, class: &'static str) {
+    metrics::counter!(
+        "member_query_backend_requests_total",
+        "backend" => backend.as_str(), "class" => class
+    )
+    .increment(1);
+}
+
 pub fn backend_latency(backend: Target, latency: Duration) {
     metrics::histogram!("member_query_backend_seconds", "backend" => backend.as_str())
         .record(latency.as_secs_f64());

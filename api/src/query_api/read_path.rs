@@ -156,6 +156,7 @@ impl ReadPath {
             let result = tokio::time::timeout(backend.timeout, lookup.read(&*backend.reader)).await;
             let latency = started.elapsed();
             metrics::backend_latency(target, latency);
+            metrics::backend_request(target, class_name);
             let found = match result {
                 Ok(Ok(found)) => {
                     backend.record(true, latency);
