@@ -18,6 +18,12 @@ pub struct MemberDocument {
     pub status: MemberStatus,
     pub identities: Vec<BoundIdentity>,
     pub updated_at: DateTime<Utc>,
+    /// Identities this member unbound, with the generation of the unbind (the latest per
+    /// identity; an identity bound again leaves this list). Stores that keep no identity index of
+    /// their own (search) use them as tombstones: when an identity moved on and was released
+    /// again, the release outranks an older holder whose own unbind has not arrived yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<BoundIdentity>,
 }
 
 /// An identity in a document, with the ownership generation at which it was bound to this member
@@ -31,6 +37,14 @@ pub struct BoundIdentity {
 }
 
 impl MemberDocument {
+    /// Whether the document released the identity, and at which generation.
+    pub fn released_at(&self, key: &IdentityKey) -> Option<u64> {
+        self.released
+            .iter()
+            .find(|i| &i.key == key)
+            .map(|i| i.generation)
+    }
+
     /// Whether the document holds the identity, and at which generation.
     pub fn generation_of(&self, key: &IdentityKey) -> Option<u64> {
         self.identities
@@ -73,6 +87,7 @@ pub struct MemberFold {
     state: Member,
     updated_at: DateTime<Utc>,
     generations: HashMap<IdentityKey, u64>,
+    released: std::collections::BTreeMap<IdentityKey, u64>,
 }
 
 impl MemberFold {
@@ -82,6 +97,7 @@ impl MemberFold {
             state: Member::default(),
             updated_at: DateTime::<Utc>::UNIX_EPOCH,
             generations: HashMap::new(),
+            released: Default::default(),
         }
     }
 
@@ -107,9 +123,12 @@ impl MemberFold {
             MemberEvent::IdentityBound { identity } => {
                 self.generations
                     .insert(identity.key(), generation.unwrap_or_default());
+                self.released.remove(&identity.key());
             }
             MemberEvent::IdentityUnbound { identity, .. } => {
                 self.generations.remove(&identity.key());
+                self.released
+                    .insert(identity.key(), generation.unwrap_or_default());
             }
             _ => {}
         }
@@ -138,6 +157,14 @@ impl MemberFold {
                 })
                 .collect(),
             updated_at: self.updated_at,
+            released: self
+                .released
+                .iter()
+                .map(|(key, generation)| BoundIdentity {
+                    key: key.clone(),
+                    generation: *generation,
+                })
+                .collect(),
         }
     }
 }

@@ -272,6 +272,25 @@ pub async fn an_identity_moving_between_members_follows_its_generation(
     apply(sink, ha.records()).await;
     expect_by_identity(reader, &ids.card, Some(b_doc)).await;
     let _ = a;
+
+    // Moved on and released again: A held the card (1) and released it (2), B bound (3) and
+    // released it (4). With B's records applied and A's release still in flight, nobody holds it.
+    let ids = Ids::fresh();
+    let mut ha = MemberHistory::new(Uuid::now_v7());
+    ha.push(MemberEvent::MemberRegistered {}, None);
+    ha.push(bound(&ids.card), Some(1));
+    let a_holding = ha.records().to_vec();
+    ha.push(unbound(&ids.card), Some(2));
+    let mut hb = MemberHistory::new(Uuid::now_v7());
+    hb.push(MemberEvent::MemberRegistered {}, None);
+    hb.push(bound(&ids.card), Some(3));
+    hb.push(unbound(&ids.card), Some(4));
+    apply(sink, &a_holding).await;
+    expect_by_identity(reader, &ids.card, Some(&a_holding.last().unwrap().document)).await;
+    apply(sink, hb.records()).await;
+    expect_by_identity(reader, &ids.card, None).await;
+    apply(sink, ha.records()).await;
+    expect_by_identity(reader, &ids.card, None).await;
 }
 
 pub async fn unknown_members_and_identities_are_absent(reader: &dyn MemberReader) {

@@ -201,22 +201,38 @@ impl SearchIndex {
     }
 }
 
-/// Of the documents found for `key`, the one that holds it at the highest generation (ties, which
-/// the event store never produces, go to the higher version, then the higher member id, so the
-/// answer is deterministic). Documents that do not list the key are ignored.
+/// The identity keys a search document is found by: those it holds and those it released. A
+/// search store keeps no identity index of its own, so a release has to be findable to outrank an
+/// older holder whose own unbind has not been applied yet.
+pub(crate) fn searched_keys(doc: &MemberDocument) -> Vec<String> {
+    doc.identities
+        .iter()
+        .chain(&doc.released)
+        .map(|i| i.key.to_string())
+        .collect()
+}
+
+/// Of the documents found for `key`, the one whose claim on it has the highest generation, if that
+/// claim is a hold; if the highest is a release, nobody holds the key as far as this store knows.
+/// (Ties, which the event store never produces, go to the higher version, then the higher member
+/// id, so the answer is deterministic.) Documents that neither hold nor released the key are
+/// ignored.
 pub(crate) fn holder_of(
     key: &IdentityKey,
     candidates: impl IntoIterator<Item = MemberDocument>,
 ) -> Option<MemberDocument> {
     candidates
         .into_iter()
-        .filter_map(|doc| doc.generation_of(key).map(|g| (g, doc)))
-        .max_by(|(ga, a), (gb, b)| {
+        .filter_map(|doc| match doc.generation_of(key) {
+            Some(g) => Some((g, true, doc)),
+            None => doc.released_at(key).map(|g| (g, false, doc)),
+        })
+        .max_by(|(ga, _, a), (gb, _, b)| {
             ga.cmp(gb)
                 .then(a.version.cmp(&b.version))
                 .then(a.member_id.cmp(&b.member_id))
         })
-        .map(|(_, doc)| doc)
+        .and_then(|(_, held, doc)| held.then_some(doc))
 }
 
 /// Keeps, per member, the record with the highest document version (the only one a

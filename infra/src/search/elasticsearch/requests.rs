@@ -39,13 +39,14 @@ pub fn index_template(index: &str, shards: u32, refresh: Duration) -> Value {
     })
 }
 
-/// The `_source` of a member's search document.
+/// The `_source` of a member's search document. `identities` names every identity key the
+/// document holds or released (see `super::super::searched_keys`).
 pub fn source(doc: &MemberDocument) -> Value {
     json!({
         "member_id": doc.member_id,
         "version": doc.version,
         "status": doc.status,
-        "identities": doc.identities.iter().map(|i| i.key.to_string()).collect::<Vec<_>>(),
+        "identities": super::super::searched_keys(doc),
         "doc": doc,
     })
 }

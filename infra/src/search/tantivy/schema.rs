@@ -21,9 +21,9 @@ pub struct Fields {
     pub member_id: Field,
     /// The document version: a fast field (column) read by the write guard, stored.
     pub version: Field,
-    /// Every identity of the document, as its canonical key (`mobile:+8613800138000`,
-    /// `wechat_openid:elong_mp:o...`): indexed as one term each, not stored (the document has
-    /// them).
+    /// Every identity the document holds or released, as its canonical key
+    /// (`mobile:+8613800138000`, `wechat_openid:elong_mp:o...`): indexed as one term each, not
+    /// stored (the document has them).
     pub identities: Field,
     /// The whole member document as JSON: stored only.
     pub doc: Field,
@@ -60,8 +60,8 @@ impl Fields {
         let mut out = TantivyDocument::new();
         out.add_text(self.member_id, doc.member_id.to_string());
         out.add_u64(self.version, doc.version);
-        for identity in &doc.identities {
-            out.add_text(self.identities, identity.key.to_string());
+        for key in crate::search::searched_keys(doc) {
+            out.add_text(self.identities, key);
         }
         out.add_text(
             self.doc,
