@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
         Configuration: config/default.toml (compiled in), overridden by the file named in \
         MEMBER_CONFIG and by environment variables MEMBER__SECTION__KEY \
         (for example MEMBER__POSTGRES__URL).",
-    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member serve projector --target redis-b\n  member migrate"
+    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member serve projector --target redis-b\n  member migrate\n  member status --json"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +29,14 @@ pub enum Command {
     },
     /// Create or upgrade the event store schema, then exit.
     Migrate,
+    /// Health and lag of the event store, the relay and every projection.
+    ///
+    /// Exit code 0 when every component answers, 1 otherwise.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

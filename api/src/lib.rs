@@ -8,3 +8,4 @@ pub mod http;
 pub mod query_api;
 pub mod run;
 pub mod telemetry;
+pub mod tools;

@@ -24,6 +24,19 @@ async fn main() -> anyhow::Result<()> {
             };
             run::serve(settings, &[role], shutdown).await
         }
+        Command::Status { json } => {
+            let components = member_api::tools::status::collect(&settings).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&components)?);
+            } else {
+                print!("{}", member_api::tools::status::render_table(&components));
+            }
+            if components.iter().all(|c| c.healthy) {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Migrate => {
             member_api::app::event_store(&settings).await?;
             tracing::info!("event store schema is up to date");

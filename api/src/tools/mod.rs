@@ -1,0 +1,3 @@
+//! Operator tools: the `member` subcommands that inspect or repair the system.
+
+pub mod status;
