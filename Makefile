@@ -39,9 +39,12 @@ build: ## cargo build --workspace
 run: stack-up ## stack-up, then run everything in one process (member run, release build)
 	$(CARGO) run --release -p member-api --bin member -- run
 
-test: stack-up ## stack-up, then cargo test --workspace --all-targets
+test: stack-up ## stack-up, build the member binary, then cargo test --workspace --all-targets
 	@$(CURDIR)/scripts/clean-test-data.sh
-	$(CARGO) test --workspace --all-targets
+	@# Tests that kill and restart processes run target/debug/member: build it first (cargo test
+	@# builds bin targets only as test harnesses).
+	$(CARGO) build -p member-api --bin member
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 lint: ## cargo fmt --check and cargo clippy -D warnings
 	$(CARGO) fmt --all -- --check
