@@ -210,6 +210,26 @@ register_pid() {
 
 unregister_pid() { rm -f "$(registry_file "$1")"; }
 
+# The state directory a service's data lives in, remembered machine-wide ("<registry>.dir") at each start. A
+# service stopped from one clone and started again from another (CI's fresh clone restarting the broker) must
+# come back with its data, not with an empty directory of the other clone.
+remember_state_dir() {
+  local f
+  f="$(registry_file "$1").dir"
+  mkdir -p "${f%/*}"
+  printf '%s\n' "$STACK_DIR" >"$f"
+}
+
+# remembered_state_dir SERVICE: print the state dir the service last ran with, if that directory still exists.
+remembered_state_dir() {
+  local f dir
+  f="$(registry_file "$1").dir"
+  [[ -f "$f" ]] || return 1
+  read -r dir <"$f" || return 1
+  [[ -n "$dir" && -d "$dir/data/$1" ]] || return 1
+  printf '%s' "$dir"
+}
+
 # registered_pid SERVICE PATTERN: print "<pid> <state dir>" of the registered, still-running process.
 registered_pid() {
   local svc="$1" pattern="$2" f pid start dir

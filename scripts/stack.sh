@@ -318,6 +318,7 @@ up_redis() {
   wait_for "$svc" "$STACK_TIMEOUT" svc_answers "$svc" ||
     die "$svc: not answering on $HOST:$port after ${STACK_TIMEOUT}s (see $LOG_DIR/$svc.log)"
   info "$svc: answering on $HOST:$port (pid $(register_started "$svc"))"
+  remember_state_dir "$svc"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,12 +372,28 @@ up_tansu() {
     sleep 0.3
   done
   info "tansu: answering on $HOST:$TANSU_PORT (pid $(register_started tansu))"
+  remember_state_dir tansu
 }
 
 # ---------------------------------------------------------------------------------------------------------------
 # generic start/stop
 
 up_one() {
+  local svc="$1" dir
+  # Redis and the broker keep data under a state dir: start them where they last ran (see lib.sh).
+  if [[ "$svc" == redis-a || "$svc" == redis-b || "$svc" == tansu ]] &&
+    dir="$(remembered_state_dir "$svc")" && [[ "$dir" != "$STACK_DIR" ]] && ! svc_answers "$svc"; then
+    info "$svc: starting with its previous state dir $dir (it keeps its data there)"
+    (
+      STACK_DIR="$dir" DATA_DIR="$dir/data" LOG_DIR="$dir/logs" RUN_DIR="$dir/run"
+      up_one_here "$svc"
+    ) || exit $?
+    return 0
+  fi
+  up_one_here "$svc"
+}
+
+up_one_here() {
   ensure_dirs
   case "$1" in
     postgres) up_postgres ;;
@@ -405,6 +422,8 @@ stop_managed() {
   stop_pid "$svc" "$pid" 60
   rm -f "$(pidfile_of "$svc")"
   unregister_pid "$svc"
+  # Whoever starts it next starts it there, with its data.
+  [[ -n "$dir" ]] && (STACK_DIR="$dir" remember_state_dir "$svc")
 }
 
 cmd_stop_service() {

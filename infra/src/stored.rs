@@ -49,3 +49,20 @@ mod tests {
         assert!(!text.contains("138"), "{text}");
     }
 }
+
+/// A lookup through an identity index: the owner's document, served only if it lists the
+/// identity. The entry and the document are written separately (another partition, another key
+/// with its own expiry), so the entry may be ahead of the document or behind it.
+pub(crate) async fn owner_document<R: member_projections::MemberReader + ?Sized>(
+    reader: &R,
+    owner: Option<Uuid>,
+    key: &member_domain::IdentityKey,
+) -> Result<Option<MemberDocument>, SinkError> {
+    let Some(member_id) = owner else {
+        return Ok(None);
+    };
+    Ok(reader
+        .by_id(member_id)
+        .await?
+        .filter(|doc| doc.generation_of(key).is_some()))
+}

@@ -19,8 +19,7 @@ pub struct TestStack {
     pub command_api: Option<SocketAddr>,
     pub query_api: Option<SocketAddr>,
     stores: std::collections::BTreeMap<Target, Store>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: crate::server::Running,
     _data_dir: tempfile::TempDir,
 }
 
@@ -60,18 +59,15 @@ pub async fn spawn_app_with(
     let command_api = app.command_api_addr();
     let query_api = app.query_api_addr();
     let stores = app.stores().clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(Shutdown::on(async {
-        let _ = rx.await;
-    })));
+    let server =
+        crate::server::Running::spawn(|shutdown| app.run_until_stopped(Shutdown::on(shutdown)));
     TestStack {
         settings,
         pool,
         command_api,
         query_api,
         stores,
-        stop: Some(tx),
-        task: Some(task),
+        server,
         _data_dir: data_dir,
     }
 }
@@ -107,14 +103,8 @@ impl TestStack {
             .expect("fold the event store")
     }
 
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await
     }
 }
 

@@ -106,3 +106,36 @@ pub fn assert_complete(stored: &BTreeMap<(Uuid, u64), ()>, records: &[MemberReco
     );
     check_member_order(records).unwrap();
 }
+
+/// The last event of the store in commit order: where a caught-up relay's checkpoint stands.
+pub async fn store_head(pool: &sqlx::PgPool) -> member_infra::relay::Checkpoint {
+    let (txid, position): (String, i64) = sqlx::query_as(
+        "SELECT txid::text, position FROM events ORDER BY txid DESC, position DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("the store holds events");
+    member_infra::relay::Checkpoint {
+        txid: txid.parse().expect("xid8 is a number"),
+        position,
+    }
+}
+
+/// Waits until the relay named `relay` has published everything up to the store's head.
+pub async fn wait_for_relay(pool: &sqlx::PgPool, relay: &str, timeout: Duration) {
+    let head = store_head(pool).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let at = member_infra::relay::Checkpoint::load(pool, relay)
+            .await
+            .expect("checkpoint");
+        if at == head {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay did not catch up: at {at:?}, head {head:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

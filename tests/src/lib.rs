@@ -10,6 +10,7 @@ pub mod process;
 pub mod proxy;
 pub mod query;
 pub mod redis;
+pub mod server;
 pub mod sink_contract;
 pub mod spawn;
 

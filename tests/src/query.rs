@@ -246,8 +246,7 @@ pub fn query_settings() -> Settings {
 pub struct QueryApp {
     pub addr: SocketAddr,
     pub stores: Stores,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: crate::server::Running,
 }
 
 impl QueryApp {
@@ -255,14 +254,8 @@ impl QueryApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await
     }
 }
 
@@ -276,14 +269,9 @@ pub async fn spawn_query_api_with(stores: Stores, settings: Settings) -> QueryAp
         .await
         .expect("query api binds");
     let addr = api.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(api.run_until_stopped(async {
-        let _ = rx.await;
-    }));
     QueryApp {
         addr,
         stores,
-        stop: Some(tx),
-        task: Some(task),
+        server: crate::server::Running::spawn(|shutdown| api.run_until_stopped(shutdown)),
     }
 }

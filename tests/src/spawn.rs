@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use member_api::command_api::CommandApi;
 use sqlx::PgPool;
 
+use crate::server::Running;
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub pool: PgPool,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: Running,
 }
 
 impl TestApp {
@@ -18,14 +19,8 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and waits until in-flight requests are done.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await
     }
 }
 
@@ -39,14 +34,9 @@ pub async fn spawn_command_api_on(pool: PgPool) -> TestApp {
         .await
         .expect("command api binds");
     let addr = api.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(api.run_until_stopped(async {
-        let _ = rx.await;
-    }));
     TestApp {
         addr,
         pool,
-        stop: Some(tx),
-        task: Some(task),
+        server: Running::spawn(|shutdown| api.run_until_stopped(shutdown)),
     }
 }

@@ -7,7 +7,9 @@ use member_domain::{Identity, MemberCommand};
 use member_infra::config::RelaySettings;
 use member_infra::event_store::commands::CommandService;
 use member_infra::relay::{Checkpoint, Relay};
-use member_tests::kafka::{assert_complete, read_topic, stored_events, test_topic};
+use member_tests::kafka::{
+    assert_complete, read_topic, store_head, stored_events, test_topic, wait_for_relay,
+};
 use member_tests::postgres::fresh_event_store;
 use member_tests::process::stack;
 use uuid::Uuid;
@@ -64,28 +66,12 @@ async fn relay_catches_up_after_the_broker_returns() {
     write(60..80).await;
 
     let stored = stored_events(&pool).await;
-    let head: (String, i64) = sqlx::query_as(
-        "SELECT txid::text, position FROM events ORDER BY txid DESC, position DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let head = Checkpoint {
-        txid: head.0.parse().unwrap(),
-        position: head.1,
-    };
+    let head = store_head(&pool).await;
     assert!(
         stalled < head,
         "the relay could not publish while the broker was down"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while Checkpoint::load(&pool, &kafka.topic).await.unwrap() != head {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay did not catch up after the broker returned"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_relay(&pool, &kafka.topic, Duration::from_secs(90)).await;
     let _ = stop_tx.send(());
     relay_task.await.unwrap();
 

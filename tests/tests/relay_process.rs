@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use member_domain::{Identity, MemberCommand};
 use member_infra::event_store::commands::CommandService;
-use member_tests::kafka::{assert_complete, read_topic, stored_events, test_topic};
+use member_tests::kafka::{assert_complete, read_topic, stored_events, test_topic, wait_for_relay};
 use member_tests::postgres::fresh_event_store_with_url;
 use member_tests::process::spawn_member;
 use rand::Rng;
@@ -65,29 +65,7 @@ async fn sigkilled_relay_loses_nothing() {
 
     // Let the last relay catch up.
     let stored = stored_events(&pool).await;
-    let head: (String, i64) = sqlx::query_as(
-        "SELECT txid::text, position FROM events ORDER BY txid DESC, position DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let at: Option<(String, i64)> =
-            sqlx::query_as("SELECT txid::text, position FROM relay_checkpoints WHERE name = $1")
-                .bind(&kafka.topic)
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-        if at.as_ref() == Some(&head) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay did not catch up: at {at:?}, head {head:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_relay(&pool, &kafka.topic, Duration::from_secs(60)).await;
     relay.kill().unwrap();
     relay.wait().unwrap();
 

@@ -49,14 +49,7 @@ impl MemberReader for MysqlShards {
     }
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError> {
-        let Some(member_id) = self.identity_owner(key).await? else {
-            return Ok(None);
-        };
-        // The entry may be ahead of the member's document (another partition) or behind it (an
-        // unbind whose entry has not landed): serve only a document that lists the identity.
-        Ok(self
-            .by_id(member_id)
-            .await?
-            .filter(|doc| doc.generation_of(key).is_some()))
+        let owner = self.identity_owner(key).await?;
+        crate::stored::owner_document(self, owner, key).await
     }
 }

@@ -48,14 +48,7 @@ impl MemberReader for RedisCenter {
     }
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError> {
-        let Some(member_id) = self.identity_owner(key).await? else {
-            return Ok(None);
-        };
-        // Serve only a document that lists the identity: the entry and the document are
-        // separate keys, written (and expiring) independently.
-        Ok(self
-            .by_id(member_id)
-            .await?
-            .filter(|doc| doc.generation_of(key).is_some()))
+        let owner = self.identity_owner(key).await?;
+        crate::stored::owner_document(self, owner, key).await
     }
 }
