@@ -36,20 +36,6 @@ pub(crate) fn decode_document(
     Ok(doc)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn corrupt_documents_are_reported_without_their_content() {
-        let id = Uuid::now_v7();
-        let err = decode_document("t", id, br#"{"member_id": "+8613800138000"}"#).unwrap_err();
-        let text = format!("{err}");
-        assert!(matches!(err, SinkError::Corrupt { .. }));
-        assert!(!text.contains("138"), "{text}");
-    }
-}
-
 /// A lookup through an identity index: the owner's document, served only if it lists the
 /// identity. The entry and the document are written separately (another partition, another key
 /// with its own expiry), so the entry may be ahead of the document or behind it.
@@ -65,4 +51,18 @@ pub(crate) async fn owner_document<R: member_projections::MemberReader + ?Sized>
         .by_id(member_id)
         .await?
         .filter(|doc| doc.generation_of(key).is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_documents_are_reported_without_their_content() {
+        let id = Uuid::now_v7();
+        let err = decode_document("t", id, br#"{"member_id": "+8613800138000"}"#).unwrap_err();
+        let text = format!("{err}");
+        assert!(matches!(err, SinkError::Corrupt { .. }));
+        assert!(!text.contains("138"), "{text}");
+    }
 }
