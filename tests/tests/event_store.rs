@@ -63,3 +63,30 @@ async fn events_carry_commit_order_columns() {
         ]
     );
 }
+
+#[tokio::test]
+async fn idempotency_keys_past_their_retention_are_expired() {
+    use member_infra::event_store::idempotency::{IdempotencyStore, StoredOutcome};
+    let pool = fresh_event_store().await;
+    let store = IdempotencyStore::new(pool.clone());
+    let outcome = StoredOutcome {
+        request_hash: "h".into(),
+        status: 201,
+        body: serde_json::json!({"member_id": "m", "version": 1}),
+    };
+    assert!(store.save("old", &outcome).await.unwrap());
+    assert!(store.save("new", &outcome).await.unwrap());
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let deleted = store
+        .expire(member_api::command_api::IDEMPOTENCY_RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(store.lookup("old").await.unwrap().is_none());
+    assert!(store.lookup("new").await.unwrap().is_some());
+}

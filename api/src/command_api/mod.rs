@@ -63,7 +63,12 @@ pub fn router(state: AppState) -> Router {
 pub struct CommandApi {
     listener: TcpListener,
     router: Router,
+    idempotency: IdempotencyStore,
 }
+
+/// How long an idempotency key answers retries. Clients retry within seconds or minutes; a day
+/// covers a client that was down overnight.
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl CommandApi {
     /// Binds the listener (port 0 picks a free port, as tests do).
@@ -76,9 +81,11 @@ impl CommandApi {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the command api to {listen}"))?;
+        let idempotency = state.idempotency.clone();
         Ok(Self {
             listener,
             router: router(state),
+            idempotency,
         })
     }
 
@@ -94,9 +101,24 @@ impl CommandApi {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "command api listening");
-        axum::serve(self.listener, self.router)
+        // Hourly, delete idempotency keys past their retention, so the table stays bounded.
+        let keys = self.idempotency.clone();
+        let expiry = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                match keys.expire(IDEMPOTENCY_RETENTION).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "expired idempotency keys"),
+                    Err(e) => tracing::warn!(error = %e, "expiring idempotency keys failed"),
+                }
+            }
+        });
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving the command api")
+            .context("serving the command api");
+        expiry.abort();
+        served
     }
 }
