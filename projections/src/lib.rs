@@ -19,8 +19,10 @@ pub mod record;
 pub mod routing;
 pub mod shards;
 pub mod sink;
+pub mod snapshot;
 pub mod status;
 pub mod target;
+pub mod verify;
 
 pub use batch::{CompactBatch, IdentityEntry};
 pub use document::{BoundIdentity, MemberDocument, MemberFold};

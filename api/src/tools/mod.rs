@@ -1,3 +1,4 @@
 //! Operator tools: the `member` subcommands that inspect or repair the system.
 
+pub mod progress;
 pub mod status;
