@@ -105,7 +105,7 @@ impl App {
                 search_backup: store(Target::SearchBackup).reader(),
                 search_marketing: store(Target::SearchMarketing).reader(),
                 mysql: store(Target::Mysql).reader(),
-                status: Some(Arc::new(ConsumerGroupLag::new(&settings.kafka))),
+                status: Some(Arc::new(ConsumerGroupLag::new(settings))),
             };
             Some(crate::run::query_api(settings, backends).await?)
         } else {
@@ -120,7 +120,7 @@ impl App {
             if let Role::Projector(target) = role {
                 let source = KafkaSource::new(
                     &settings.kafka,
-                    &KafkaSource::group_of(&settings.kafka.topic, target.as_str()),
+                    &member_infra::kafka::projector_group(settings, *target),
                 )
                 .await
                 .with_context(|| format!("joining the {target} consumer group (kafka.brokers)"))?;

@@ -89,9 +89,9 @@ async fn sigkilled_projectors_converge_after_restart() {
     // has committed everything, stop it, then compare the index with the truth.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let kafka = settings.kafka.clone();
+        let all = settings.clone();
         let behind = tokio::task::spawn_blocking(move || {
-            ConsumerGroupLag::records_behind(&kafka, Target::SearchPrimary)
+            ConsumerGroupLag::records_behind(&all, Target::SearchPrimary)
         })
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use member_domain::{Identity, MemberEvent};
 use member_infra::config::Settings;
-use member_infra::search::tantivy::cluster_dir;
+use member_infra::search::tantivy::{cluster_dir, generations};
 use member_infra::search::{SearchCluster, SearchError, SearchIndex, TantivyIndex};
 use member_projections::fixtures::MemberHistory;
 use member_projections::{MemberDocument, MemberReader, MemberRecord, Sink};
@@ -108,7 +108,8 @@ fn stored_version_on_disk(dir: &Path, member_id: Uuid) -> Option<u64> {
     use tantivy::collector::TopDocs;
     use tantivy::query::TermQuery;
     use tantivy::schema::{IndexRecordOption, Value};
-    let index = tantivy::Index::open_in_dir(dir).unwrap();
+    let live = generations::read(dir, generations::CURRENT).expect("a live generation");
+    let index = tantivy::Index::open_in_dir(generations::dir(dir, &live)).unwrap();
     let schema = index.schema();
     let member_field = schema.get_field("member_id").unwrap();
     let version_field = schema.get_field("version").unwrap();
@@ -223,8 +224,9 @@ async fn the_three_clusters_are_separate_directories() {
     {
         let dir = data.path().join("search").join(name);
         assert_eq!(cluster_dir(data.path(), cluster), dir);
+        let live = generations::read(&dir, generations::CURRENT).expect("a live generation");
         assert!(
-            dir.join("meta.json").is_file(),
+            generations::dir(&dir, &live).join("meta.json").is_file(),
             "{} holds an index",
             dir.display()
         );

@@ -57,9 +57,9 @@ pub async fn collect(settings: &Settings) -> Vec<Component> {
         Err(_) => out.push(unhealthy("event-store", "timed out".into())),
     }
     for target in Target::ALL {
-        let kafka = settings.kafka.clone();
+        let all = settings.clone();
         let lag =
-            tokio::task::spawn_blocking(move || ConsumerGroupLag::records_behind(&kafka, target))
+            tokio::task::spawn_blocking(move || ConsumerGroupLag::records_behind(&all, target))
                 .await;
         let (behind, lag_detail) = match lag {
             Ok(Ok(n)) => (Some(n), "records behind the topic".to_owned()),

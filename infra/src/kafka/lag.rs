@@ -9,16 +9,14 @@ use member_projections::Target;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaSettings;
-
-use super::source::KafkaSource;
+use crate::config::Settings;
 
 pub struct ConsumerGroupLag {
-    settings: KafkaSettings,
+    settings: Settings,
 }
 
 impl ConsumerGroupLag {
-    pub fn new(settings: &KafkaSettings) -> Self {
+    pub fn new(settings: &Settings) -> Self {
         Self {
             settings: settings.clone(),
         }
@@ -26,15 +24,14 @@ impl ConsumerGroupLag {
 
     /// Records behind for one target's group (blocking; call off the async threads).
     pub fn records_behind(
-        settings: &KafkaSettings,
+        settings: &Settings,
         target: Target,
     ) -> Result<u64, rdkafka::error::KafkaError> {
         let timeout = Duration::from_secs(2);
+        let group = super::projector_group(settings, target);
+        let settings = &settings.kafka;
         let consumer: BaseConsumer = super::client_config(settings)
-            .set(
-                "group.id",
-                KafkaSource::group_of(&settings.topic, target.as_str()),
-            )
+            .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()?;
         let metadata = consumer.fetch_metadata(Some(&settings.topic), timeout)?;

@@ -2,6 +2,7 @@
 //! topic administration.
 
 pub mod lag;
+pub mod offsets;
 pub mod source;
 
 use std::time::Duration;
@@ -11,7 +12,30 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaSettings;
+use crate::config::{KafkaSettings, Settings};
+use member_projections::Target;
+
+/// The consumer group of a target's projector: `<topic>.projector.<target>`; for MySQL also
+/// the shard layout, `<topic>.projector.mysql.<layout>` (a hash of the logical shard count and
+/// the databases). A re-shard is a rebuild into another layout: the projector started with the
+/// new layout resumes from the offsets the rebuild committed for it, while the old layout's
+/// projector keeps its own position until it is stopped (docs/decisions/0009).
+pub fn projector_group(settings: &Settings, target: Target) -> String {
+    let group = source::KafkaSource::group_of(&settings.kafka.topic, target.as_str());
+    match target {
+        Target::Mysql => format!("{group}.{}", mysql_layout(&settings.mysql)),
+        _ => group,
+    }
+}
+
+/// The shard layout of the MySQL settings: 8 hex digits naming logical shards and databases.
+pub fn mysql_layout(mysql: &crate::config::MysqlSettings) -> String {
+    let layout = format!("{}/{}", mysql.logical_shards, mysql.databases.join(","));
+    format!(
+        "{:08x}",
+        member_projections::shards::stable_hash(layout.as_bytes()) as u32
+    )
+}
 
 /// Base client configuration for the configured brokers.
 pub fn client_config(settings: &KafkaSettings) -> ClientConfig {

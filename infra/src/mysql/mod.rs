@@ -21,6 +21,7 @@
 pub mod reader;
 pub mod schema;
 pub mod sink;
+pub mod table_sets;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -76,7 +76,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+pub(super) const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     table_name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     version INT UNSIGNED NOT NULL,
     description VARCHAR(200) NOT NULL,

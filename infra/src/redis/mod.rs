@@ -21,6 +21,7 @@
 //! Redis is down (calls fail with `Unavailable` until it is back; [`RedisCenter::ping`] tells
 //! readiness).
 
+pub mod maintenance;
 pub mod reader;
 pub mod scripts;
 pub mod sink;

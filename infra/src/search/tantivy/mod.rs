@@ -25,12 +25,16 @@
 //! tantivy's calls block (file I/O, mmap page faults, joining its threads), so they all run on
 //! tokio's blocking pool.
 
+pub mod generations;
+mod maintenance;
+
+pub use self::maintenance::{live_is_owned, NextGeneration};
 mod schema;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ::tantivy::collector::DocSetCollector;
 use ::tantivy::directory::MmapDirectory;
@@ -48,6 +52,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use self::generations::{CURRENT, NEXT, PAUSED};
 use self::schema::Fields;
 use super::{holder_of, latest_per_member, SearchCluster, SearchError};
 
@@ -55,7 +60,7 @@ use super::{holder_of, latest_per_member, SearchCluster, SearchError};
 /// per thread.
 pub const WRITER_MEMORY_BUDGET: usize = 50_000_000;
 
-/// The directory of a cluster's index: `<data_dir>/search/<cluster>`.
+/// The directory of a cluster's index generations: `<data_dir>/search/<cluster>`.
 pub fn cluster_dir(data_dir: &Path, cluster: SearchCluster) -> PathBuf {
     data_dir.join("search").join(cluster.name())
 }
@@ -67,73 +72,136 @@ struct Writer {
     committed: IndexReader,
 }
 
-/// A cluster's embedded index; a [`Sink`] and a [`MemberReader`].
-pub struct TantivyIndex {
+/// How an index follows the generation pointers (see [`generations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The live index of a cluster: opens `CURRENT`, and hands over to a rebuild's generation.
+    Live,
+    /// One fixed generation, written by a rebuild.
+    Generation,
+    /// The live generation, without a writer (for `member verify` next to a running owner).
+    ReadOnly,
+}
+
+/// What the writer side is doing.
+struct State {
+    generation: String,
+    /// `None` when closed, read-only, or paused for a rebuild.
+    writer: Option<Writer>,
+    /// The generation a rebuild asked to swap in, and since when this index stopped writing.
+    paused: Option<(String, Instant)>,
+}
+
+struct Shared {
     cluster: SearchCluster,
     fields: Fields,
-    /// `None` once closed.
-    writer: Arc<Mutex<Option<Writer>>>,
-    /// The near-real-time reader: reloaded every refresh interval by `refresher`.
-    searcher: IndexReader,
+    root: PathBuf,
+    mode: Mode,
+    state: Arc<Mutex<State>>,
+    /// The near-real-time reader: reloaded every refresh interval; replaced on a swap.
+    searcher: RwLock<IndexReader>,
+}
+
+/// A cluster's embedded index; a [`Sink`] and a [`MemberReader`].
+pub struct TantivyIndex {
+    shared: Arc<Shared>,
     refresher: JoinHandle<()>,
 }
 
 impl TantivyIndex {
-    /// Opens (or creates) the index in `dir`, creating the directory if missing, and starts its
-    /// refresher. Fails if another writer (in this process or another) holds the index, or if
-    /// the index on disk was built with another schema.
+    /// Opens (or creates) the live index of the cluster directory `root` (its `CURRENT`
+    /// generation) and starts its refresher, which also follows a rebuild's hand-over. Fails if
+    /// another writer (in this process or another) holds the index, or if the index on disk was
+    /// built with another schema.
     pub async fn open(
-        dir: &Path,
+        root: &Path,
         cluster: SearchCluster,
         refresh: Duration,
     ) -> Result<Self, SearchError> {
         let target = cluster.target();
-        let path = dir.to_path_buf();
-        let opened = tokio::task::spawn_blocking(move || open_blocking(&path))
-            .await
-            .unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))));
-        let Opened {
-            fields,
-            writer,
-            committed,
-            searcher,
-        } = opened.map_err(|e| match e {
-            OpenError::Io(source) => SearchError::Io {
+        let generation =
+            generations::current_or_create(root).map_err(|source| SearchError::Io {
                 target,
-                path: dir.to_path_buf(),
+                path: root.to_path_buf(),
                 source,
-            },
-            OpenError::Tantivy(source) => SearchError::Tantivy {
-                target,
-                path: dir.to_path_buf(),
-                source,
-            },
+            })?;
+        Self::open_mode(root, generation, Mode::Live, cluster, refresh).await
+    }
+
+    /// Opens generation `name` of `root` for writing (created if missing), without following
+    /// the pointers: a rebuild's new generation.
+    pub async fn open_generation(
+        root: &Path,
+        name: &str,
+        cluster: SearchCluster,
+        refresh: Duration,
+    ) -> Result<Self, SearchError> {
+        Self::open_mode(root, name.to_owned(), Mode::Generation, cluster, refresh).await
+    }
+
+    /// Opens the live generation for reading only; works while another process owns the index.
+    pub async fn open_read_only(
+        root: &Path,
+        cluster: SearchCluster,
+        refresh: Duration,
+    ) -> Result<Self, SearchError> {
+        let generation = generations::read(root, CURRENT).ok_or_else(|| SearchError::Io {
+            target: cluster.target(),
+            path: root.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no CURRENT generation"),
         })?;
-        let refresher = tokio::spawn(refresh_every(refresh, searcher.clone(), target));
+        Self::open_mode(root, generation, Mode::ReadOnly, cluster, refresh).await
+    }
+
+    async fn open_mode(
+        root: &Path,
+        generation: String,
+        mode: Mode,
+        cluster: SearchCluster,
+        refresh: Duration,
+    ) -> Result<Self, SearchError> {
+        let target = cluster.target();
+        let dir = generations::dir(root, &generation);
+        let opened = open_dir(dir.clone(), mode != Mode::ReadOnly)
+            .await
+            .map_err(|e| e.into_search_error(target, dir))?;
+        let shared = Arc::new(Shared {
+            cluster,
+            fields: opened.fields,
+            root: root.to_path_buf(),
+            mode,
+            state: Arc::new(Mutex::new(State {
+                generation,
+                writer: opened.writer,
+                paused: None,
+            })),
+            searcher: RwLock::new(opened.searcher),
+        });
+        let refresher = tokio::spawn(refresh_every(refresh, shared.clone()));
         tracing::info!(
             target: "member::search",
             cluster = target,
             refresh_ms = refresh.as_millis() as u64,
+            mode = ?mode,
             "tantivy index opened"
         );
-        Ok(Self {
-            cluster,
-            fields,
-            writer: Arc::new(Mutex::new(Some(Writer { writer, committed }))),
-            searcher,
-            refresher,
-        })
+        Ok(Self { shared, refresher })
     }
 
     pub fn cluster(&self) -> SearchCluster {
-        self.cluster
+        self.shared.cluster
+    }
+
+    /// The generation this index serves.
+    pub async fn generation(&self) -> String {
+        self.shared.state.lock().await.generation.clone()
     }
 
     /// Makes every committed write visible to readers now (Elasticsearch's `POST _refresh`),
     /// instead of at the next periodic refresh.
     pub async fn refresh(&self) -> Result<(), SinkError> {
-        let reader = self.searcher.clone();
-        let target = self.cluster.target();
+        let reader = self.reader_handle();
+        let target = self.shared.cluster.target();
         blocking(target, move || {
             reader.reload().map_err(|e| tantivy_error(target, e))
         })
@@ -145,8 +213,8 @@ impl TantivyIndex {
     /// last refreshed snapshot.
     pub async fn close(&self) -> Result<(), SinkError> {
         self.refresher.abort();
-        let target = self.cluster.target();
-        let Some(writer) = self.writer.lock().await.take() else {
+        let target = self.shared.cluster.target();
+        let Some(writer) = self.shared.state.lock().await.writer.take() else {
             return Ok(());
         };
         blocking(target, move || {
@@ -158,8 +226,16 @@ impl TantivyIndex {
         .await
     }
 
+    fn reader_handle(&self) -> IndexReader {
+        self.shared
+            .searcher
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn searcher(&self) -> Searcher {
-        self.searcher.searcher()
+        self.reader_handle().searcher()
     }
 }
 
@@ -175,28 +251,45 @@ enum OpenError {
     Tantivy(TantivyError),
 }
 
+impl OpenError {
+    fn into_search_error(self, target: &'static str, path: PathBuf) -> SearchError {
+        match self {
+            OpenError::Io(source) => SearchError::Io {
+                target,
+                path,
+                source,
+            },
+            OpenError::Tantivy(source) => SearchError::Tantivy {
+                target,
+                path,
+                source,
+            },
+        }
+    }
+}
+
 struct Opened {
     fields: Fields,
-    writer: IndexWriter,
-    committed: IndexReader,
+    writer: Option<Writer>,
     searcher: IndexReader,
 }
 
-fn open_blocking(dir: &Path) -> Result<Opened, OpenError> {
-    std::fs::create_dir_all(dir).map_err(OpenError::Io)?;
-    let directory = MmapDirectory::open(dir)
-        .map_err(|e| OpenError::Tantivy(TantivyError::OpenDirectoryError(e)))?;
+async fn open_dir(dir: PathBuf, writable: bool) -> Result<Opened, OpenError> {
+    tokio::task::spawn_blocking(move || open_blocking(&dir, writable))
+        .await
+        .unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))))
+}
+
+fn open_blocking(dir: &Path, writable: bool) -> Result<Opened, OpenError> {
     let (schema, fields) = Fields::schema();
-    let index = Index::open_or_create(directory, schema).map_err(OpenError::Tantivy)?;
-    let writer = index
-        .writer_with_options(
-            IndexWriterOptions::builder()
-                .memory_budget_per_thread(WRITER_MEMORY_BUDGET)
-                .num_worker_threads(1)
-                .num_merge_threads(1)
-                .build(),
-        )
-        .map_err(OpenError::Tantivy)?;
+    let index = if writable {
+        std::fs::create_dir_all(dir).map_err(OpenError::Io)?;
+        let directory = MmapDirectory::open(dir)
+            .map_err(|e| OpenError::Tantivy(TantivyError::OpenDirectoryError(e)))?;
+        Index::open_or_create(directory, schema).map_err(OpenError::Tantivy)?
+    } else {
+        Index::open_in_dir(dir).map_err(OpenError::Tantivy)?
+    };
     let manual_reader = || {
         index
             .reader_builder()
@@ -204,22 +297,43 @@ fn open_blocking(dir: &Path) -> Result<Opened, OpenError> {
             .try_into()
             .map_err(OpenError::Tantivy)
     };
+    let writer = if writable {
+        let writer = index
+            .writer_with_options(
+                IndexWriterOptions::builder()
+                    .memory_budget_per_thread(WRITER_MEMORY_BUDGET)
+                    .num_worker_threads(1)
+                    .num_merge_threads(1)
+                    .build(),
+            )
+            .map_err(OpenError::Tantivy)?;
+        Some(Writer {
+            writer,
+            committed: manual_reader()?,
+        })
+    } else {
+        None
+    };
     Ok(Opened {
         fields,
         writer,
-        committed: manual_reader()?,
         searcher: manual_reader()?,
     })
 }
 
-/// Reloads the near-real-time reader every `period`, until the index is dropped or closed
-/// (which abort this task).
-async fn refresh_every(period: Duration, reader: IndexReader, target: &'static str) {
+/// Reloads the near-real-time reader every `period`, and (for a live index) follows a rebuild's
+/// hand-over, until the index is dropped or closed (which abort this task).
+async fn refresh_every(period: Duration, shared: Arc<Shared>) {
+    let target = shared.cluster.target();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let reader = reader.clone();
+        let reader = shared
+            .searcher
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         match tokio::task::spawn_blocking(move || reader.reload()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -228,6 +342,76 @@ async fn refresh_every(period: Duration, reader: IndexReader, target: &'static s
             Err(error) => {
                 tracing::warn!(target: "member::search", cluster = target, %error, "refresh task failed")
             }
+        }
+        if shared.mode == Mode::Live {
+            follow_hand_over(&shared).await;
+        }
+    }
+}
+
+/// The owner's side of the hand-over protocol (see [`generations`]).
+async fn follow_hand_over(shared: &Arc<Shared>) {
+    let target = shared.cluster.target();
+    let root = &shared.root;
+    let next = generations::read(root, NEXT);
+    let mut state = shared.state.clone().lock_owned().await;
+    match state.paused.clone() {
+        None => {
+            let Some(next) = next.filter(|n| *n != state.generation) else {
+                return;
+            };
+            if let Some(writer) = state.writer.take() {
+                // Dropping the writer after its merges releases the lock on the generation.
+                let joined =
+                    tokio::task::spawn_blocking(move || writer.writer.wait_merging_threads()).await;
+                if !matches!(joined, Ok(Ok(()))) {
+                    tracing::warn!(target: "member::search", cluster = target, "writer did not close cleanly");
+                }
+            }
+            state.paused = Some((next.clone(), Instant::now()));
+            if let Err(error) = generations::write(root, PAUSED, &next) {
+                tracing::warn!(target: "member::search", cluster = target, %error, "could not write PAUSED");
+            }
+            tracing::info!(target: "member::search", cluster = target, generation = %next, "paused writing for a rebuild's hand-over");
+        }
+        Some((waiting_for, since)) => {
+            let current = generations::read(root, CURRENT);
+            let (open, reason) = if current.as_deref() == Some(waiting_for.as_str()) {
+                (waiting_for.clone(), "switched to the rebuilt generation")
+            } else if next.as_deref() != Some(waiting_for.as_str())
+                || since.elapsed() > generations::PAUSE_LIMIT
+            {
+                (
+                    state.generation.clone(),
+                    "the rebuild gave up; resumed on the current generation",
+                )
+            } else {
+                return;
+            };
+            let opened = match open_dir(generations::dir(root, &open), true).await {
+                Ok(opened) => opened,
+                Err(error) => {
+                    tracing::warn!(target: "member::search", cluster = target, ?error, "cannot open the generation yet; retrying");
+                    return;
+                }
+            };
+            *shared
+                .searcher
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = opened.searcher;
+            state.writer = opened.writer;
+            state.paused = None;
+            let old = std::mem::replace(&mut state.generation, open.clone());
+            drop(state);
+            let _ = generations::remove(root, PAUSED);
+            if old != open {
+                if let Err(error) = std::fs::remove_dir_all(generations::dir(root, &old)) {
+                    tracing::warn!(target: "member::search", cluster = target, %error, "could not delete the old generation");
+                }
+            } else {
+                let _ = generations::remove(root, NEXT);
+            }
+            tracing::info!(target: "member::search", cluster = target, generation = %open, "{reason}");
         }
     }
 }
@@ -254,21 +438,22 @@ fn tantivy_error(target: &str, error: TantivyError) -> SinkError {
 #[async_trait]
 impl Sink for TantivyIndex {
     fn target(&self) -> &str {
-        self.cluster.target()
+        self.shared.cluster.target()
     }
 
     async fn apply(&self, records: &[MemberRecord]) -> Result<(), SinkError> {
         if records.is_empty() {
             return Ok(());
         }
-        let target = self.cluster.target();
+        let target = self.shared.cluster.target();
         let docs: Vec<MemberDocument> = latest_per_member(records).into_iter().cloned().collect();
-        let fields = self.fields;
-        let mut guard = self.writer.clone().lock_owned().await;
+        let fields = self.shared.fields;
+        let mut guard = self.shared.state.clone().lock_owned().await;
         let (written, kept) = blocking(target, move || {
             let writer = guard
+                .writer
                 .as_mut()
-                .ok_or_else(|| SinkError::unavailable(target, "index closed"))?;
+                .ok_or_else(|| SinkError::unavailable(target, "index closed or paused for a rebuild"))?;
             apply_blocking(writer, fields, &docs).map_err(|e| {
                 // Drop whatever the failed batch queued, so that a retry starts from the last
                 // commit; the records will be applied again.
@@ -386,13 +571,13 @@ fn find(
 #[async_trait]
 impl MemberReader for TantivyIndex {
     fn target(&self) -> &str {
-        self.cluster.target()
+        self.shared.cluster.target()
     }
 
     async fn by_id(&self, member_id: Uuid) -> Result<Option<MemberDocument>, SinkError> {
-        let target = self.cluster.target();
+        let target = self.shared.cluster.target();
         let searcher = self.searcher();
-        let fields = self.fields;
+        let fields = self.shared.fields;
         let docs = blocking(target, move || {
             find(target, &searcher, fields, fields.member_term(member_id))
         })
@@ -401,9 +586,9 @@ impl MemberReader for TantivyIndex {
     }
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError> {
-        let target = self.cluster.target();
+        let target = self.shared.cluster.target();
         let searcher = self.searcher();
-        let fields = self.fields;
+        let fields = self.shared.fields;
         let term = fields.identity_term(key);
         let docs = blocking(target, move || find(target, &searcher, fields, term)).await?;
         Ok(holder_of(key, docs))
