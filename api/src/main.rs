@@ -37,6 +37,55 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
+        Command::Rebuild {
+            target,
+            databases,
+            logical_shards,
+            batch,
+            json,
+        } => {
+            let plan = member_api::tools::rebuild::plan(
+                &settings,
+                &target,
+                databases,
+                logical_shards,
+                batch as usize,
+            )?;
+            let pool = member_api::app::event_store(&settings).await?;
+            let report = member_api::tools::rebuild::rebuild(&settings, &pool, &plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", member_api::tools::rebuild::render(&report));
+            }
+            Ok(())
+        }
+        Command::Verify {
+            target,
+            sample,
+            repair,
+            settle_ms,
+            json,
+        } => {
+            let pool = member_api::app::event_store(&settings).await?;
+            let options = member_api::tools::verify::VerifyOptions {
+                target,
+                sample,
+                repair,
+                settle: std::time::Duration::from_millis(settle_ms),
+            };
+            let report = member_api::tools::verify::verify(&settings, &pool, &options).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", member_api::tools::verify::render(&report));
+            }
+            std::process::exit(if report.remaining == 0 {
+                member_api::cli::exit::OK
+            } else {
+                member_api::cli::exit::DIFFERENCES
+            })
+        }
         Command::Migrate => {
             member_api::app::event_store(&settings).await?;
             tracing::info!("event store schema is up to date");

@@ -13,6 +13,7 @@ pub mod redis;
 pub mod server;
 pub mod sink_contract;
 pub mod spawn;
+pub mod tools;
 
 pub use spawn::{spawn_command_api, TestApp};
 

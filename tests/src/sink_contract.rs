@@ -24,7 +24,7 @@ pub async fn run_all(sink: &dyn Sink, reader: &dyn MemberReader) {
     unknown_members_and_identities_are_absent(reader).await;
 }
 
-fn digits(n: usize) -> String {
+pub fn digits(n: usize) -> String {
     let mut rng = rand::rng();
     (0..n)
         .map(|_| char::from(b'0' + rng.random_range(0..10)))

@@ -14,6 +14,8 @@ use uuid::Uuid;
 pub enum ReplayError {
     #[error("event store: {0}")]
     Store(#[from] sqlx::Error),
+    #[error("stopped by the consumer of the documents: {0}")]
+    Stopped(String),
     #[error("member {member_id} sequence {sequence}: {reason}")]
     Corrupt {
         member_id: String,
@@ -36,11 +38,120 @@ pub async fn for_each_document(
     pool: &PgPool,
     mut visit: impl FnMut(MemberDocument),
 ) -> Result<u64, ReplayError> {
-    let mut rows = sqlx::query_as::<_, Row>(
-        "SELECT aggregate_id, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
-         WHERE aggregate_type = 'Member' ORDER BY aggregate_id, sequence",
+    fold_rows(pool, None, |doc| {
+        visit(doc);
+        async { Ok(()) }
+    })
+    .await
+}
+
+/// Like [`for_each_document`], handing the documents over in batches of up to `size` to an
+/// async `visit` (which may wait, e.g. on a full channel to a writer); an error from `visit`
+/// stops the replay.
+pub async fn for_each_batch<F, Fut>(
+    pool: &PgPool,
+    size: usize,
+    mut visit: F,
+) -> Result<u64, ReplayError>
+where
+    F: FnMut(Vec<MemberDocument>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ReplayError>>,
+{
+    let size = size.max(1);
+    let batch = std::cell::RefCell::new(Vec::with_capacity(size));
+    let members = fold_rows(pool, None, |doc| {
+        let mut b = batch.borrow_mut();
+        b.push(doc);
+        let full = (b.len() >= size).then(|| std::mem::replace(&mut *b, Vec::with_capacity(size)));
+        drop(b);
+        let sent = full.map(&mut visit);
+        async move {
+            match sent {
+                Some(f) => f.await,
+                None => Ok(()),
+            }
+        }
+    })
+    .await?;
+    let rest = batch.into_inner();
+    if !rest.is_empty() {
+        visit(rest).await?;
+    }
+    Ok(members)
+}
+
+/// The current document of one member (`None` if the store has no event of it).
+pub async fn document_of(
+    pool: &PgPool,
+    member_id: Uuid,
+) -> Result<Option<MemberDocument>, ReplayError> {
+    let mut found = None;
+    fold_rows(pool, Some(member_id), |doc| {
+        found = Some(doc);
+        async { Ok(()) }
+    })
+    .await?;
+    Ok(found)
+}
+
+/// The number of members in the store (for progress bars).
+pub async fn member_count(pool: &PgPool) -> Result<u64, ReplayError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'Member' AND sequence = 1",
     )
-    .fetch(pool);
+    .fetch_one(pool)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// Who holds each identity now, from the table of identity owners the append maintains
+/// (`None`: nobody).
+pub async fn holders_of(
+    pool: &PgPool,
+    keys: &[member_domain::IdentityKey],
+) -> Result<HashMap<member_domain::IdentityKey, Uuid>, ReplayError> {
+    let texts: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT identity_key, member_id FROM identity_owners
+         WHERE identity_key = ANY($1) AND member_id IS NOT NULL",
+    )
+    .bind(&texts)
+    .fetch_all(pool)
+    .await?;
+    let mut holders = HashMap::new();
+    for (key, member) in rows {
+        if let (Some(k), Ok(m)) = (
+            keys.iter().find(|k| k.to_string() == key),
+            Uuid::parse_str(&member),
+        ) {
+            holders.insert(k.clone(), m);
+        }
+    }
+    Ok(holders)
+}
+
+async fn fold_rows<F, Fut>(
+    pool: &PgPool,
+    only: Option<Uuid>,
+    mut visit: F,
+) -> Result<u64, ReplayError>
+where
+    F: FnMut(MemberDocument) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ReplayError>>,
+{
+    let mut rows = match only {
+        None => sqlx::query_as::<_, Row>(
+            "SELECT aggregate_id, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
+             WHERE aggregate_type = 'Member' ORDER BY aggregate_id, sequence",
+        )
+        .fetch(pool),
+        Some(id) => sqlx::query_as::<_, Row>(
+            "SELECT aggregate_id, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
+             WHERE aggregate_type = 'Member' AND aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(id.to_string())
+        .fetch(pool),
+    };
     let mut current: Option<(String, MemberFold)> = None;
     let mut members = 0;
     while let Some((id, sequence, payload, metadata, recorded_at)) = rows.try_next().await? {
@@ -51,7 +162,7 @@ pub async fn for_each_document(
         };
         if current.as_ref().is_none_or(|(cur, _)| cur != &id) {
             if let Some((_, fold)) = current.take() {
-                visit(fold.document());
+                visit(fold.document()).await?;
                 members += 1;
             }
             let member_id = Uuid::parse_str(&id).map_err(|e| corrupt(e.to_string()))?;
@@ -68,7 +179,7 @@ pub async fn for_each_document(
             .map_err(|e| corrupt(e.to_string()))?;
     }
     if let Some((_, fold)) = current {
-        visit(fold.document());
+        visit(fold.document()).await?;
         members += 1;
     }
     Ok(members)

@@ -115,7 +115,7 @@ pub async fn live_is_owned(root: PathBuf) -> bool {
 pub struct NextGeneration {
     root: PathBuf,
     name: String,
-    index: TantivyIndex,
+    index: std::sync::Arc<TantivyIndex>,
     /// Whether a running owner paused for this generation (then the owner swaps it in).
     owner_paused: bool,
 }
@@ -135,8 +135,9 @@ impl NextGeneration {
         let _ = generations::remove(&root, NEXT);
         generations::delete_others(&root, &live);
         let name = generations::new_name();
-        let index =
-            TantivyIndex::open_generation(&root, &name, cluster, Duration::from_secs(3600)).await?;
+        let index = std::sync::Arc::new(
+            TantivyIndex::open_generation(&root, &name, cluster, Duration::from_secs(3600)).await?,
+        );
         debug_assert_eq!(index.shared.mode, Mode::Generation);
         Ok(Self {
             root,
@@ -150,8 +151,13 @@ impl NextGeneration {
         &self.name
     }
 
-    pub fn index(&self) -> &TantivyIndex {
-        &self.index
+    pub fn target(&self) -> &'static str {
+        self.index.shared.cluster.target()
+    }
+
+    /// The sink that writes this generation.
+    pub fn sink(&self) -> std::sync::Arc<dyn member_projections::Sink> {
+        self.index.clone()
     }
 
     /// Asks the owner of the live index (if any) to stop writing, and waits until it has.

@@ -1,0 +1,430 @@
+//! `member rebuild`: rebuilds read stores from the event store at full speed, then hands them
+//! over to the live projectors with no gap (docs/decisions/0009-rebuild-and-hand-over.md).
+//!
+//! 1. Note where the topic ends (`start`): everything published before lies in the fold below.
+//! 2. Fold the event store member by member and bulk-write each final document into a store that
+//!    readers do not see yet: a new MySQL table set, a new tantivy generation. (Redis is a cache
+//!    and Elasticsearch has no blue-green here yet: they are written in place, under the same
+//!    guards as the live projector, so readers only ever see newer documents.)
+//! 3. Catch up with the topic from `start` to its end now (`caught_up`).
+//! 4. Hand over: promote the table set (one atomic rename per database) / pause the owner of the
+//!    live index and swap the generation in. Records the live projector applied to the old store
+//!    meanwhile are on the topic, so a last catch-up (`caught_up` to the end after the pause or
+//!    promotion) applies them to the new store. Every write is version-guarded, so the overlap
+//!    with the live projector is harmless.
+//!
+//! Re-sharding MySQL is a rebuild into other databases (`--databases`): the new layout's
+//! projector consumer group gets the rebuild's final offsets, so the projector started with the
+//! new configuration continues exactly where the rebuild stopped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::future::try_join_all;
+use member_infra::config::{MysqlSettings, SearchEngine, Settings};
+use member_infra::event_store::replay;
+use member_infra::kafka::offsets::{self, Offsets, RangeReader};
+use member_infra::mysql::{MysqlShards, TableSet};
+use member_infra::redis::RedisCenter;
+use member_infra::search::tantivy::{cluster_dir, NextGeneration};
+use member_infra::search::{SearchCluster, SearchIndex};
+use member_projections::projector::backoff;
+use member_projections::snapshot::snapshot_records;
+use member_projections::{MemberDocument, MemberRecord, Sink, SinkError, Target};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::progress;
+
+/// What to rebuild.
+#[derive(Debug, Clone)]
+pub struct RebuildPlan {
+    pub targets: Vec<Target>,
+    /// Re-shard: build MySQL in these settings' databases instead of the configured ones.
+    pub reshard: Option<MysqlSettings>,
+    /// Members per bulk write.
+    pub batch: usize,
+}
+
+/// The plan of `member rebuild --target ... [--databases ...] [--logical-shards N]`.
+pub fn plan(
+    settings: &Settings,
+    targets: &[String],
+    databases: Option<Vec<String>>,
+    logical_shards: Option<u32>,
+    batch: usize,
+) -> anyhow::Result<RebuildPlan> {
+    let mut chosen = Vec::new();
+    for name in targets {
+        if name == "all" {
+            chosen.extend(Target::ALL);
+        } else {
+            chosen.push(name.parse::<Target>().map_err(|e| anyhow::anyhow!("{e}"))?);
+        }
+    }
+    chosen.sort();
+    chosen.dedup();
+    let reshard = match (databases, logical_shards) {
+        (None, None) => None,
+        (databases, shards) => {
+            if !chosen.contains(&Target::Mysql) {
+                anyhow::bail!(
+                    "--databases and --logical-shards re-shard mysql: add --target mysql"
+                );
+            }
+            let mut mysql = settings.mysql.clone();
+            if let Some(databases) = databases {
+                if let Some(shared) = databases
+                    .iter()
+                    .find(|d| settings.mysql.databases.contains(d))
+                {
+                    anyhow::bail!(
+                        "database {shared} is already in mysql.databases: a re-shard builds into \
+                         databases the live layout does not use"
+                    );
+                }
+                mysql.databases = databases;
+            }
+            if let Some(shards) = shards {
+                mysql.logical_shards = shards;
+            }
+            Some(mysql)
+        }
+    };
+    Ok(RebuildPlan {
+        targets: chosen,
+        reshard,
+        batch,
+    })
+}
+
+/// The report as a few lines for a terminal.
+pub fn render(report: &RebuildReport) -> String {
+    let mut out = format!(
+        "rebuilt {} from {} members in {:.1} s (fold {:.1} s, {} records caught up from the topic)\n",
+        report.targets.join(", "),
+        report.members,
+        report.total_seconds,
+        report.fold_seconds,
+        report.records_caught_up
+    );
+    if let Some(group) = &report.reshard_group {
+        out.push_str(&format!(
+            "re-shard: consumer group {group} holds the new layout's position; set mysql.databases \
+             (and mysql.logical_shards) to the new layout and restart the mysql projector and the \
+             query APIs\n"
+        ));
+    }
+    out
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildReport {
+    pub targets: Vec<String>,
+    pub members: u64,
+    pub records_caught_up: u64,
+    pub fold_seconds: f64,
+    pub total_seconds: f64,
+    /// For a re-shard: the consumer group that now holds the new layout's position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reshard_group: Option<String>,
+}
+
+/// A store being rebuilt, and how it is handed over.
+enum Building {
+    /// A new table set, promoted to `live` at the end.
+    Mysql {
+        next: Arc<MysqlShards>,
+        live: MysqlSettings,
+        reshard: bool,
+    },
+    /// Written in place.
+    InPlace(Target, Arc<dyn Sink>),
+    /// A new generation of an embedded index.
+    Tantivy(NextGeneration),
+}
+
+impl Building {
+    fn sink(&self) -> Arc<dyn Sink> {
+        match self {
+            Building::Mysql { next, .. } => next.clone(),
+            Building::InPlace(_, sink) => sink.clone(),
+            Building::Tantivy(next) => next.sink(),
+        }
+    }
+}
+
+/// Name of the table set a MySQL rebuild writes before promoting it.
+const NEXT_SET: &str = "next";
+
+/// How long a catch-up waits for a record before deciding the broker is down.
+const STALL: Duration = Duration::from_secs(30);
+
+pub async fn rebuild(
+    settings: &Settings,
+    pool: &PgPool,
+    plan: &RebuildPlan,
+) -> anyhow::Result<RebuildReport> {
+    let started = Instant::now();
+    member_infra::kafka::ensure_topic(&settings.kafka, &settings.kafka.topic)
+        .await
+        .context("creating the topic (kafka.brokers)")?;
+    let start = offsets::end_offsets(&settings.kafka)
+        .await
+        .context("reading where the topic ends (kafka.brokers)")?;
+    let mut building = Vec::new();
+    for &target in &plan.targets {
+        building.push(
+            prepare(settings, target, plan.reshard.as_ref())
+                .await
+                .with_context(|| format!("preparing {target}"))?,
+        );
+    }
+    let sinks: Vec<Arc<dyn Sink>> = building.iter().map(Building::sink).collect();
+
+    let total = replay::member_count(pool)
+        .await
+        .context("counting members in the event store")?;
+    let bar = progress::bar("fold", Some(total));
+    let members = fold_into(pool, &sinks, plan.batch, &bar).await?;
+    bar.finish();
+    let fold_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        members,
+        seconds = fold_seconds,
+        "folded the event store into the new stores"
+    );
+
+    let caught_up = offsets::end_offsets(&settings.kafka)
+        .await
+        .context("reading where the topic ends")?;
+    let mut records = catch_up(settings, &start, &caught_up, &sinks, "catch-up").await?;
+
+    let mut reshard_group = None;
+    for b in building {
+        let (applied, group) = hand_over(settings, b, &caught_up).await?;
+        records += applied;
+        reshard_group = reshard_group.or(group);
+    }
+    Ok(RebuildReport {
+        targets: plan.targets.iter().map(|t| t.as_str().to_owned()).collect(),
+        members,
+        records_caught_up: records,
+        fold_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+        reshard_group,
+    })
+}
+
+async fn prepare(
+    settings: &Settings,
+    target: Target,
+    reshard: Option<&MysqlSettings>,
+) -> anyhow::Result<Building> {
+    Ok(match target {
+        Target::Mysql => {
+            let live = reshard.cloned().unwrap_or_else(|| settings.mysql.clone());
+            let next = MysqlShards::connect_table_set(&live, TableSet::new(NEXT_SET)?)
+                .await
+                .context("connecting to the mysql shards (mysql.url, mysql.databases)")?;
+            // Creates the databases of a new layout; then starts from empty tables.
+            next.migrate().await.context("creating the databases")?;
+            next.drop_table_set()
+                .await
+                .context("dropping a leftover table set")?;
+            next.migrate().await.context("creating the new table set")?;
+            Building::Mysql {
+                next: Arc::new(next),
+                live,
+                reshard: reshard.is_some(),
+            }
+        }
+        Target::RedisA | Target::RedisB => Building::InPlace(
+            target,
+            Arc::new(
+                RedisCenter::for_target(target.as_str(), &settings.redis)
+                    .with_context(|| format!("configuring {target} (redis.*.url)"))?,
+            ),
+        ),
+        Target::SearchPrimary | Target::SearchBackup | Target::SearchMarketing => {
+            let cluster: SearchCluster = target.as_str().parse()?;
+            match settings.search.engine {
+                SearchEngine::Tantivy => Building::Tantivy(
+                    NextGeneration::create(cluster_dir(&settings.data_dir, cluster), cluster)
+                        .await?,
+                ),
+                SearchEngine::Elasticsearch => {
+                    Building::InPlace(target, SearchIndex::open(settings, cluster).await?.sink())
+                }
+            }
+        }
+    })
+}
+
+/// Folds the event store and writes every final document into every sink; the fold of the
+/// next batch overlaps the writes of the previous one.
+async fn fold_into(
+    pool: &PgPool,
+    sinks: &[Arc<dyn Sink>],
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<u64> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<MemberDocument>>(4);
+    let writer = {
+        let sinks = sinks.to_vec();
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            while let Some(docs) = rx.recv().await {
+                let records: Vec<MemberRecord> = docs.iter().flat_map(snapshot_records).collect();
+                apply_all(&sinks, &records).await?;
+                bar.inc(docs.len() as u64);
+            }
+            Ok::<_, SinkError>(())
+        })
+    };
+    let folded = replay::for_each_batch(pool, batch, |docs| {
+        let tx = tx.clone();
+        async move {
+            tx.send(docs)
+                .await
+                .map_err(|_| replay::ReplayError::Stopped("the writer stopped".into()))
+        }
+    })
+    .await;
+    drop(tx);
+    let written = writer.await.context("the writer task failed")?;
+    // A writer error explains a stopped fold better than the fold's own error.
+    written.context("writing documents")?;
+    folded.context("folding the event store")
+}
+
+/// Applies records to every sink at once, retrying a store that is briefly unavailable.
+async fn apply_all(sinks: &[Arc<dyn Sink>], records: &[MemberRecord]) -> Result<(), SinkError> {
+    try_join_all(
+        sinks
+            .iter()
+            .map(|sink| apply_with_retry(sink.as_ref(), records)),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn apply_with_retry(
+    sink: &dyn Sink,
+    records: &[MemberRecord],
+) -> Result<(), SinkError> {
+    let mut attempt = 0;
+    loop {
+        match sink.apply(records).await {
+            Err(SinkError::Unavailable { .. }) if attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Applies the topic's records between two positions to the sinks.
+async fn catch_up(
+    settings: &Settings,
+    from: &Offsets,
+    to: &Offsets,
+    sinks: &[Arc<dyn Sink>],
+    label: &str,
+) -> anyhow::Result<u64> {
+    let total: i64 = to
+        .iter()
+        .map(|(p, end)| (end - from.get(p).copied().unwrap_or(0)).max(0))
+        .sum();
+    if total == 0 {
+        return Ok(0);
+    }
+    let bar = progress::bar(label, Some(total as u64));
+    let mut reader = RangeReader::new(&settings.kafka, from, to).context("reading the topic")?;
+    let mut applied = 0;
+    loop {
+        let records = reader
+            .next_batch(5000, STALL)
+            .await
+            .context("reading the topic")?;
+        if records.is_empty() {
+            break;
+        }
+        apply_all(sinks, &records)
+            .await
+            .context("applying records")?;
+        applied += records.len() as u64;
+        bar.inc(records.len() as u64);
+    }
+    bar.finish();
+    Ok(applied)
+}
+
+/// Makes a rebuilt store the live one; returns the records applied by the last catch-up, and
+/// for a re-shard the consumer group given the final position.
+async fn hand_over(
+    settings: &Settings,
+    building: Building,
+    caught_up: &Offsets,
+) -> anyhow::Result<(u64, Option<String>)> {
+    match building {
+        Building::InPlace(target, _) => {
+            tracing::info!(%target, "rebuilt in place");
+            Ok((0, None))
+        }
+        Building::Mysql {
+            next,
+            live,
+            reshard,
+        } => {
+            next.promote_table_set()
+                .await
+                .context("promoting the new table set")?;
+            let promoted = MysqlShards::connect(&live).await?;
+            promoted
+                .migrate()
+                .await
+                .context("recording the promoted tables")?;
+            let end = offsets::end_offsets(&settings.kafka).await?;
+            let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(promoted)];
+            let applied = catch_up(settings, caught_up, &end, &sinks, "hand-over").await?;
+            let group = if reshard {
+                let mut moved = settings.clone();
+                moved.mysql = live;
+                let group = member_infra::kafka::projector_group(&moved, Target::Mysql);
+                offsets::commit_group(&settings.kafka, &group, &end)
+                    .await
+                    .context("handing the position over to the new layout's projector")?;
+                Some(group)
+            } else {
+                None
+            };
+            tracing::info!(target = "mysql", "promoted the rebuilt table set");
+            Ok((applied, group))
+        }
+        Building::Tantivy(mut next) => {
+            let target = next.target();
+            if let Err(e) = next.pause_owner().await {
+                next.abandon().await;
+                return Err(e).context("pausing the owner of the live index");
+            }
+            let end = offsets::end_offsets(&settings.kafka).await?;
+            let sinks = vec![next.sink()];
+            let applied = match catch_up(settings, caught_up, &end, &sinks, "hand-over").await {
+                Ok(applied) => applied,
+                Err(e) => {
+                    next.abandon().await;
+                    return Err(e);
+                }
+            };
+            next.swap_in()
+                .await
+                .context("swapping the new generation in")?;
+            tracing::info!(%target, "swapped the rebuilt generation in");
+            Ok((applied, None))
+        }
+    }
+}
