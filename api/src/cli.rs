@@ -37,6 +37,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register synthetic members (realistic identities, deterministic per seed).
+    Seed(crate::tools::seed::SeedArgs),
+    /// Import legacy member relationships from a JSONL export; conflicts are quarantined.
+    Import(crate::tools::import::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,7 @@
 //! Operator tools: the `member` subcommands that inspect or repair the system.
 
+pub mod ids;
+pub mod import;
 pub mod progress;
+pub mod seed;
 pub mod status;
