@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
         Configuration: config/default.toml (compiled in), overridden by the file named in \
         MEMBER_CONFIG and by environment variables MEMBER__SECTION__KEY \
         (for example MEMBER__POSTGRES__URL).",
-    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member serve projector --target redis-b\n  member migrate\n  member status --json"
+    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member serve projector --target redis-b\n  member migrate\n  member status --json\n  member seed --members 1000\n  member import --from legacy.jsonl --report quarantine.jsonl\n  member governance scan"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -41,6 +41,8 @@ pub enum Command {
     Seed(crate::tools::seed::SeedArgs),
     /// Import legacy member relationships from a JSONL export; conflicts are quarantined.
     Import(crate::tools::import::ImportArgs),
+    /// Find and resolve abnormal bindings in imported data (audited).
+    Governance(crate::tools::governance::GovernanceArgs),
 }
 
 #[derive(Debug, Subcommand)]

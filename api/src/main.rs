@@ -39,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Seed(args) => exit_with(member_api::tools::seed::run(&settings, args).await),
         Command::Import(args) => exit_with(member_api::tools::import::run(&settings, args).await),
+        Command::Governance(args) => {
+            exit_with(member_api::tools::governance::run(&settings, args).await)
+        }
         Command::Migrate => {
             member_api::app::event_store(&settings).await?;
             tracing::info!("event store schema is up to date");
