@@ -86,10 +86,23 @@ async fn main() -> anyhow::Result<()> {
                 member_api::cli::exit::DIFFERENCES
             })
         }
+        Command::Seed(args) => exit_with(member_api::tools::seed::run(&settings, args).await),
+        Command::Import(args) => exit_with(member_api::tools::import::run(&settings, args).await),
+        Command::Governance(args) => {
+            exit_with(member_api::tools::governance::run(&settings, args).await)
+        }
         Command::Migrate => {
             member_api::app::event_store(&settings).await?;
             tracing::info!("event store schema is up to date");
             Ok(())
         }
+    }
+}
+
+/// Ends the process with a tool's exit code (errors are reported by `main` as code 1).
+fn exit_with(code: anyhow::Result<i32>) -> anyhow::Result<()> {
+    match code? {
+        0 => Ok(()),
+        code => std::process::exit(code),
     }
 }

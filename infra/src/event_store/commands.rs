@@ -85,8 +85,21 @@ impl CommandService {
         command: MemberCommand,
         idempotency: Option<&IdempotencyTag>,
     ) -> Result<Executed, CommandError> {
+        self.execute_with_metadata(member_id, command, idempotency, HashMap::new())
+            .await
+    }
+
+    /// [`execute`](Self::execute), with extra metadata stored on every appended event: the
+    /// operator tools record there where a write came from and, for governance, who made it and
+    /// why (`source`, `actor`, `note`, ...). Values are strings, as cqrs-es metadata is.
+    pub async fn execute_with_metadata(
+        &self,
+        member_id: Uuid,
+        command: MemberCommand,
+        idempotency: Option<&IdempotencyTag>,
+        mut metadata: HashMap<String, String>,
+    ) -> Result<Executed, CommandError> {
         let aggregate_id = member_id.to_string();
-        let mut metadata = HashMap::new();
         if let Some(tag) = idempotency {
             metadata.insert("idempotency_key".to_owned(), tag.key.clone());
             metadata.insert("request_hash".to_owned(), tag.request_hash.clone());
@@ -132,6 +145,19 @@ impl CommandService {
             }
         }
         Err(CommandError::Conflict)
+    }
+}
+
+impl CommandService {
+    /// The member as the command path sees it (its events folded by the aggregate), e.g. to tell
+    /// whether an existing member already holds what a tool was about to register.
+    pub async fn load(&self, member_id: Uuid) -> Result<Member, CommandError> {
+        let context = self
+            .store
+            .load_aggregate(&member_id.to_string())
+            .await
+            .map_err(store_error)?;
+        Ok(context.aggregate)
     }
 }
 

@@ -1,0 +1,58 @@
+//! `member governance scan | repair`: abnormal bindings in imported data (the quarantine of
+//! `member import`, and WeChat bindings in the event store that break the openid/unionid rule),
+//! and their audited resolution. See docs/operations/import-and-governance.md.
+
+pub mod repair;
+pub mod scan;
+
+use anyhow::Context;
+use member_infra::config::Settings;
+
+#[derive(Debug, clap::Args)]
+pub struct GovernanceArgs {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// List abnormal bindings: open quarantine entries (re-checked against the current owners)
+    /// and event-store members whose openids do not belong to their unionid.
+    #[command(
+        after_help = "Examples:\n  member governance scan\n  member governance scan --json\n\n\
+        Exit code 0 when nothing is abnormal, 2 when there are findings, 1 on errors."
+    )]
+    Scan {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve findings (release, dismiss, unbind), recording who and why.
+    Repair(repair::RepairArgs),
+}
+
+/// Runs `member governance`. Returns the process exit code.
+pub async fn run(settings: &Settings, args: GovernanceArgs) -> anyhow::Result<i32> {
+    let pool = crate::app::event_store(settings).await?;
+    match args.action {
+        Action::Scan { json } => {
+            let mut findings = scan::quarantine_findings(&pool)
+                .await
+                .context("re-checking the quarantine")?;
+            let bar = crate::tools::progress::bar("scan", None);
+            findings.extend(
+                scan::store_findings(&pool, || bar.inc(1))
+                    .await
+                    .context("scanning the event store")?,
+            );
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else {
+                print!("{}", scan::render_table(&findings));
+            }
+            Ok(if findings.is_empty() { 0 } else { 2 })
+        }
+        Action::Repair(args) => repair::run(pool, args).await,
+    }
+}

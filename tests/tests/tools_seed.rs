@@ -1,0 +1,151 @@
+//! `member seed` as a process: the command path and the bulk mode produce the same members (the
+//! identities `generate::member` derives), seeding again adds nothing, another seed never
+//! collides, and bulk-seeded events flow through the relay into a projection like any other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use member_api::app::Role;
+use member_api::tools::seed::generate;
+use member_projections::Target;
+use member_tests::app::{spawn_app, wait_converged};
+use member_tests::postgres::{event_count, fresh_event_store_with_url};
+use member_tests::process::member_binary;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn seed(url: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(member_binary())
+        .arg("seed")
+        .args(args)
+        .env("MEMBER__POSTGRES__URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run member seed");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Member id -> (version, identity keys), from the fold of the event store.
+async fn members(pool: &PgPool) -> BTreeMap<Uuid, (u64, BTreeSet<String>)> {
+    member_infra::event_store::replay::all_documents(pool)
+        .await
+        .expect("fold")
+        .into_iter()
+        .map(|(id, doc)| {
+            let keys = doc.identities.iter().map(|i| i.key.to_string()).collect();
+            (id, (doc.version, keys))
+        })
+        .collect()
+}
+
+fn expected(seed: u32, n: u64) -> BTreeMap<Uuid, (u64, BTreeSet<String>)> {
+    (0..n)
+        .map(|i| {
+            let m = generate::member(seed, i);
+            let keys: BTreeSet<String> = m.identities.iter().map(|i| i.key().to_string()).collect();
+            // MemberRegistered, then one IdentityBound per identity.
+            (m.member_id, (1 + keys.len() as u64, keys))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn both_modes_seed_the_same_members_and_seeding_again_adds_nothing() {
+    let (commands_pool, commands_url) = fresh_event_store_with_url().await;
+    let (bulk_pool, bulk_url) = fresh_event_store_with_url().await;
+
+    let (code, out) = seed(&commands_url, &["--members", "200", "--seed", "5"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("seeded 200 members"), "{out}");
+    let (code, out) = seed(
+        &bulk_url,
+        &["--members", "200", "--seed", "5", "--bulk", "--batch", "64"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("seeded 200 members"), "{out}");
+
+    let want = expected(5, 200);
+    assert_eq!(members(&commands_pool).await, want);
+    assert_eq!(members(&bulk_pool).await, want);
+    // Not every member has every identity, and every kind occurs.
+    let sizes: BTreeSet<usize> = want.values().map(|(_, k)| k.len()).collect();
+    assert!(sizes.len() >= 4, "a realistic mix: {sizes:?}");
+    // The same rows for the same members: the bulk path writes what the command path writes.
+    let rows = |pool: PgPool| async move {
+        let rows: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+            "SELECT aggregate_id, sequence, event_type, payload::text, metadata::text FROM events
+             ORDER BY aggregate_id, sequence",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows
+    };
+    assert_eq!(
+        rows(commands_pool.clone()).await,
+        rows(bulk_pool.clone()).await
+    );
+
+    // The same seed again: nothing new, in either mode, and still success.
+    for (pool, url, bulk) in [
+        (&commands_pool, &commands_url, false),
+        (&bulk_pool, &bulk_url, true),
+    ] {
+        let before = event_count(pool).await;
+        let mut args = vec!["--members", "250", "--seed", "5"];
+        if bulk {
+            args.push("--bulk");
+        }
+        let (code, out) = seed(url, &args);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("seeded 50 members") && out.contains("200 already present"),
+            "{out}"
+        );
+        let added = event_count(pool).await - before;
+        let want_added: u64 = expected(5, 250).values().map(|(v, _)| *v).sum::<u64>()
+            - want.values().map(|(v, _)| *v).sum::<u64>();
+        assert_eq!(added as u64, want_added);
+    }
+
+    // Another seed in the same store: no collision, 200 more members.
+    let (code, out) = seed(
+        &commands_url,
+        &["--members", "200", "--seed", "6", "--bulk"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(members(&commands_pool).await.len(), 450);
+}
+
+#[tokio::test]
+async fn bad_arguments_are_refused_and_change_nothing() {
+    let (pool, url) = fresh_event_store_with_url().await;
+    for args in [
+        &["--members", "0"][..],
+        &["--members", "10", "--seed", "700"][..],
+        &["--members", "ten"][..],
+    ] {
+        let (code, _) = seed(&url, args);
+        assert_eq!(code, 2, "clap refuses {args:?}");
+    }
+    assert_eq!(event_count(&pool).await, 0);
+}
+
+#[tokio::test]
+async fn bulk_seeded_members_flow_through_the_relay_into_the_projections() {
+    let app = spawn_app(&[Role::Relay, Role::Projector(Target::Mysql)]).await;
+    let (code, out) = seed(
+        &app.settings.postgres.url,
+        &["--members", "200", "--seed", "9", "--bulk", "--batch", "50"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let truth = app.truth().await;
+    assert_eq!(truth.len(), 200);
+    let reader = app.reader(Target::Mysql).await;
+    wait_converged(reader.as_ref(), &truth, Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
+}
