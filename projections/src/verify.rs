@@ -43,15 +43,16 @@ impl FindingKind {
     }
 }
 
-/// One difference, with what an operator needs to look at it (identities masked).
+/// One difference, with what an operator needs to look at it (identities redacted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub kind: FindingKind,
     pub member_id: Uuid,
-    /// The identity concerned (masked), for identity findings.
+    /// The identity concerned ([`redacted`]), for identity findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The identity in clear, for repair; never printed (personal data).
+    #[serde(skip)]
     pub identity_key: Option<IdentityKey>,
     /// The truth's version, when the member exists.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,12 +83,23 @@ impl Finding {
         Self {
             kind,
             member_id,
-            identity: Some(key.masked().to_string()),
+            identity: Some(redacted(key)),
             identity_key: Some(key.clone()),
             expected_version: None,
             stored_version: None,
         }
     }
+}
+
+/// An identity as reports show it: its kind and a fingerprint of the value
+/// (`elong_card:#1a2b3c4d`), enough to correlate findings without printing personal data.
+pub fn redacted(key: &IdentityKey) -> String {
+    let text = key.to_string();
+    let kind = text.split(':').next().unwrap_or("identity");
+    format!(
+        "{kind}:#{:08x}",
+        crate::shards::stable_hash(text.as_bytes()) as u32
+    )
 }
 
 /// Compares the stored document of a member with the truth. `None` when they agree.
