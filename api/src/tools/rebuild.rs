@@ -31,7 +31,7 @@ use member_infra::search::tantivy::{cluster_dir, NextGeneration};
 use member_infra::search::{SearchCluster, SearchIndex};
 use member_projections::projector::backoff;
 use member_projections::snapshot::snapshot_records;
-use member_projections::{MemberDocument, MemberRecord, Sink, SinkError, Target};
+use member_projections::{MemberRecord, Sink, SinkError, Target};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -263,40 +263,60 @@ async fn prepare(
     })
 }
 
-/// Folds the event store and writes every final document into every sink; the fold of the
-/// next batch overlaps the writes of the previous one.
+/// Folds the event store and writes every final document into every sink. Each sink has its own
+/// writer task and queue, so the fold runs ahead of the writes and a fast store is not held
+/// back batch by batch by a slow one (the slowest store bounds the total, not the sum of the
+/// slowest per batch).
 async fn fold_into(
     pool: &PgPool,
     sinks: &[Arc<dyn Sink>],
     batch: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<u64> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<MemberDocument>>(4);
-    let writer = {
-        let sinks = sinks.to_vec();
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            while let Some(docs) = rx.recv().await {
-                let records: Vec<MemberRecord> = docs.iter().flat_map(snapshot_records).collect();
-                apply_all(&sinks, &records).await?;
-                bar.inc(docs.len() as u64);
+    /// Batches queued per sink: bounds memory to a few batches per store.
+    const QUEUE: usize = 8;
+    let mut queues = Vec::new();
+    let mut writers = Vec::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<(usize, Vec<MemberRecord>)>>(QUEUE);
+        queues.push(tx);
+        let sink = sink.clone();
+        // The first sink's progress is the bar's: every sink writes the same members.
+        let bar = (i == 0).then(|| bar.clone());
+        writers.push(tokio::spawn(async move {
+            while let Some(work) = rx.recv().await {
+                let (members, records) = &*work;
+                apply_with_retry(sink.as_ref(), records).await?;
+                if let Some(bar) = &bar {
+                    bar.inc(*members as u64);
+                }
             }
             Ok::<_, SinkError>(())
-        })
-    };
+        }));
+    }
     let folded = replay::for_each_batch(pool, batch, |docs| {
-        let tx = tx.clone();
+        let queues = queues.clone();
         async move {
-            tx.send(docs)
-                .await
-                .map_err(|_| replay::ReplayError::Stopped("the writer stopped".into()))
+            let records: Vec<MemberRecord> = docs.iter().flat_map(snapshot_records).collect();
+            let work = Arc::new((docs.len(), records));
+            for queue in &queues {
+                queue
+                    .send(work.clone())
+                    .await
+                    .map_err(|_| replay::ReplayError::Stopped("a writer stopped".into()))?;
+            }
+            Ok(())
         }
     })
     .await;
-    drop(tx);
-    let written = writer.await.context("the writer task failed")?;
-    // A writer error explains a stopped fold better than the fold's own error.
-    written.context("writing documents")?;
+    drop(queues);
+    for writer in writers {
+        // A writer error explains a stopped fold better than the fold's own error.
+        writer
+            .await
+            .context("a writer task failed")?
+            .context("writing documents")?;
+    }
     folded.context("folding the event store")
 }
 

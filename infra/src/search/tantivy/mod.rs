@@ -1,4 +1,5 @@
-//! The embedded search engine: one tantivy index per cluster, in `<data_dir>/search/<cluster>`.
+//! The embedded search engine: one tantivy index per cluster, in `<data_dir>/search/<cluster>`,
+//! as generations that a rebuild swaps blue-green under a running owner ([`generations`]).
 //!
 //! It behaves like an Elasticsearch index on purpose, so that the query path (fallbacks,
 //! version fences) is exercised locally against the same consistency model it meets in
