@@ -73,6 +73,9 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
     pub partitions: u32,
+    /// Whether the relay's producer is idempotent (see config/default.toml and
+    /// docs/decisions/0012-producer-idempotence.md).
+    pub idempotent_producer: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -187,9 +187,21 @@ pub async fn rebuild(
     let total = replay::member_count(pool)
         .await
         .context("counting members in the event store")?;
+    for b in &building {
+        if let Building::Tantivy(next) = b {
+            next.begin_bulk_load().await;
+        }
+    }
     let bar = progress::bar("fold", Some(total));
     let members = fold_into(pool, &sinks, plan.batch, &bar).await?;
     bar.finish();
+    for b in &building {
+        if let Building::Tantivy(next) = b {
+            next.finish_bulk_load()
+                .await
+                .context("committing the bulk-loaded index")?;
+        }
+    }
     let fold_seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         members,

@@ -16,10 +16,21 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = crate::kafka::client_config(settings)
+        let mut config = crate::kafka::client_config(settings);
+        if settings.idempotent_producer {
             // Idempotence: retries never duplicate or reorder within a partition, so one
             // member's records (one key, one partition) stay in order.
-            .set("enable.idempotence", "true")
+            config.set("enable.idempotence", "true");
+        } else {
+            // Without idempotence, one request in flight keeps retries from reordering a
+            // partition; a retry may duplicate a record, which the projectors' version guards
+            // ignore (docs/decisions/0012-producer-idempotence.md).
+            config
+                .set("enable.idempotence", "false")
+                .set("max.in.flight.requests.per.connection", "1")
+                .set("retries", "2147483647");
+        }
+        let producer: FutureProducer = config
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("linger.ms", "2")

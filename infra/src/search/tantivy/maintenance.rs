@@ -160,6 +160,37 @@ impl NextGeneration {
         self.index.clone()
     }
 
+    /// Starts bulk loading: until [`NextGeneration::finish_bulk_load`], `apply` adds documents
+    /// without the version guard and commits rarely. Only for the fold, which writes every
+    /// member once into this empty generation.
+    pub async fn begin_bulk_load(&self) {
+        self.index.shared.state.lock().await.bulk = true;
+    }
+
+    /// Commits what the bulk load added and returns to guarded, per-batch-durable writes.
+    pub async fn finish_bulk_load(&self) -> Result<(), SinkError> {
+        let target = self.target();
+        let mut guard = self.index.shared.state.clone().lock_owned().await;
+        blocking(target, move || {
+            let state = &mut *guard;
+            state.bulk = false;
+            state.uncommitted = 0;
+            let writer = state
+                .writer
+                .as_mut()
+                .ok_or_else(|| SinkError::unavailable(target, "index closed"))?;
+            writer
+                .writer
+                .commit()
+                .map_err(|e| tantivy_error(target, e))?;
+            writer
+                .committed
+                .reload()
+                .map_err(|e| tantivy_error(target, e))
+        })
+        .await
+    }
+
     /// Asks the owner of the live index (if any) to stop writing, and waits until it has.
     /// Afterwards nothing writes the live generation; the caller applies the last records to
     /// this generation and calls [`NextGeneration::swap_in`].

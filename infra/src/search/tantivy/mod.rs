@@ -91,6 +91,10 @@ struct State {
     writer: Option<Writer>,
     /// The generation a rebuild asked to swap in, and since when this index stopped writing.
     paused: Option<(String, Instant)>,
+    /// Bulk loading an empty generation (a rebuild's fold): no guard, rare commits.
+    bulk: bool,
+    /// Documents added since the last commit while bulk loading.
+    uncommitted: usize,
 }
 
 struct Shared {
@@ -175,6 +179,8 @@ impl TantivyIndex {
                 generation,
                 writer: opened.writer,
                 paused: None,
+                bulk: false,
+                uncommitted: 0,
             })),
             searcher: RwLock::new(opened.searcher),
         });
@@ -451,10 +457,18 @@ impl Sink for TantivyIndex {
         let fields = self.shared.fields;
         let mut guard = self.shared.state.clone().lock_owned().await;
         let (written, kept) = blocking(target, move || {
-            let writer = guard
+            let state = &mut *guard;
+            let writer = state
                 .writer
                 .as_mut()
                 .ok_or_else(|| SinkError::unavailable(target, "index closed or paused for a rebuild"))?;
+            if state.bulk {
+                return bulk_blocking(writer, fields, &docs, &mut state.uncommitted).map_err(|e| {
+                    // Documents of earlier batches are not committed yet: a retry cannot bring
+                    // them back, so the load fails for good (the rebuild discards the generation).
+                    SinkError::corrupt(target, format!("bulk load failed: {e}"))
+                });
+            }
             apply_blocking(writer, fields, &docs).map_err(|e| {
                 // Drop whatever the failed batch queued, so that a retry starts from the last
                 // commit; the records will be applied again.
@@ -475,6 +489,28 @@ impl Sink for TantivyIndex {
         );
         Ok(())
     }
+}
+
+/// Documents added between commits while bulk loading: rare commits keep segments few and large.
+const BULK_COMMIT_DOCS: usize = 250_000;
+
+/// Adds a batch to a generation being bulk loaded: every member comes once and the generation
+/// started empty, so there is nothing to guard against; commits every [`BULK_COMMIT_DOCS`].
+fn bulk_blocking(
+    state: &mut Writer,
+    fields: Fields,
+    docs: &[MemberDocument],
+    uncommitted: &mut usize,
+) -> Result<(usize, usize), TantivyError> {
+    for doc in docs {
+        state.writer.add_document(fields.index_document(doc))?;
+    }
+    *uncommitted += docs.len();
+    if *uncommitted >= BULK_COMMIT_DOCS {
+        state.writer.commit()?;
+        *uncommitted = 0;
+    }
+    Ok((docs.len(), 0))
 }
 
 /// Applies one batch (one document per member) under the version guard, and commits it.
