@@ -42,9 +42,17 @@ pub const PAUSED: &str = "PAUSED";
 /// How long an owner stays paused for a rebuild that does not finish its swap.
 pub const PAUSE_LIMIT: Duration = Duration::from_secs(120);
 
-/// A new generation name: `g<unix millis>`, ordered by creation time.
-pub fn new_name() -> String {
-    format!("g{}", chrono::Utc::now().timestamp_millis())
+/// A new generation name under `root`: `g<unix millis>`, ordered by creation time, and never the
+/// name of an existing generation (two can be created within one millisecond).
+pub fn new_name(root: &Path) -> String {
+    let mut n = chrono::Utc::now().timestamp_millis();
+    loop {
+        let name = format!("g{n}");
+        if !dir(root, &name).exists() && read(root, CURRENT).as_deref() != Some(name.as_str()) {
+            return name;
+        }
+        n += 1;
+    }
 }
 
 /// Whether `name` is a generation name this code writes (guards paths read from pointer files).
@@ -91,7 +99,7 @@ pub fn current_or_create(root: &Path) -> std::io::Result<String> {
     if let Some(name) = read(root, CURRENT) {
         return Ok(name);
     }
-    let name = new_name();
+    let name = new_name(root);
     std::fs::create_dir_all(dir(root, &name))?;
     write(root, CURRENT, &name)?;
     Ok(name)
@@ -133,5 +141,10 @@ mod tests {
         remove(root.path(), NEXT).unwrap();
         assert!(!is_generation("g"));
         assert!(!is_generation("x1"));
+        // Names never repeat, even within one millisecond.
+        let next = new_name(root.path());
+        assert_ne!(next, first);
+        std::fs::create_dir_all(dir(root.path(), &next)).unwrap();
+        assert_ne!(new_name(root.path()), next);
     }
 }

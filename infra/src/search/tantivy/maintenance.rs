@@ -134,7 +134,7 @@ impl NextGeneration {
         })?;
         let _ = generations::remove(&root, NEXT);
         generations::delete_others(&root, &live);
-        let name = generations::new_name();
+        let name = generations::new_name(&root);
         let index = std::sync::Arc::new(
             TantivyIndex::open_generation(&root, &name, cluster, Duration::from_secs(3600)).await?,
         );
