@@ -260,3 +260,38 @@ pub async fn bench(
     ));
     Ok(members)
 }
+
+/// The command path without the rest of the pipeline: `member serve command-api` alone over its
+/// own fresh event store (no relay, broker traffic or projectors competing for the 2 cores).
+pub async fn alone(
+    report: &mut Report,
+    command_api: &str,
+    pgbench: &Pgbench,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let (baseline, line) = pgbench.run(clients, seconds)?;
+    report.command(line);
+    let counter = Arc::new(AtomicU64::new(1));
+    let run = load(command_api, clients, Duration::from_secs(seconds), counter).await?;
+    let ratio = run.rate / baseline;
+    report.row(
+        Row::new(
+            format!("bind commands, {clients} clients, command API alone (no relay/projectors)"),
+            format!("{}, {}", rate(run.rate), run.latency.summary()),
+        )
+        .baseline(format!("{} INSERT tx (pgbench)", rate(baseline)), ratio)
+        .target(
+            ">= 1/3 of baseline, p99 < 25 ms",
+            ratio >= 1.0 / 3.0 && run.latency.ms(0.99) < 25.0 && run.errors == 0,
+        ),
+    );
+    if run.errors > 0 {
+        report.note(format!(
+            "command API alone: {} failed requests (first: {})",
+            run.errors,
+            run.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}

@@ -111,6 +111,27 @@ async fn measure(
                 .target("< 300 MB", rss * 1.048_576 < 300.0),
             );
             app.stop().await?;
+            if wanted(only, "commands") {
+                let db = env.extra_pg_database("alone").await?;
+                extra_pg.push(db.clone());
+                let listen = format!("127.0.0.1:{}", crate::private_redis::free_port()?);
+                let mut envs = env.member_env();
+                envs.push(("MEMBER__POSTGRES__URL".into(), env.pg_url_of(&db)));
+                envs.push(("MEMBER__COMMAND_API__LISTEN".into(), listen.clone()));
+                let mut alone = MemberProcess::spawn(
+                    &member_bin,
+                    &["serve", "command-api"],
+                    &envs,
+                    &env.dir.join("logs/command-api.log"),
+                )?;
+                report.command(alone.command_line.clone());
+                alone
+                    .wait_healthy(&format!("http://{listen}/healthz"), Duration::from_secs(60))
+                    .await?;
+                crate::commands::alone(report, &format!("http://{listen}"), &pgbench, 16, seconds)
+                    .await?;
+                alone.stop().await?;
+            }
         }
         if wanted(only, "relay") || wanted(only, "projectors") {
             let (topic, events) = crate::relay::bench(report, &env, &member_bin).await?;
