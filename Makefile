@@ -49,7 +49,7 @@ test: stack-up ## stack-up, build the member binary, then cargo test --workspace
 bench: ## Benchmarks against same-run baselines (release build; BENCH=query,... for a subset); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/bench.sh
 
-drill: ## Fail-over drill under order-class load (release build; restarts the broker); appends to docs/benchmarks.md
+drill: ## Fail-over drill under order-class load (release build; its own broker, DRILL_BROKER=shared for the shared one); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/drill.sh
 
 lint: ## cargo fmt --check and cargo clippy -D warnings

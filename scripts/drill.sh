@@ -4,8 +4,11 @@
 # MariaDB (behind a proxy) stopped, the broker restarted, then everything restored. Appends a dated
 # section to docs/benchmarks.md. DRILL_PHASE_SECONDS (default 8) sets the length of each phase.
 #
-# The broker restart stops the shared tansu broker for a few seconds: other clients of it (tests
-# running in another clone) see a broker outage too.
+# The broker: by default a tansu broker of the drill's own (same binary, its own SQLite storage,
+# a free port), restarted in place. DRILL_BROKER=shared restarts the shared broker instead
+# (`stack.sh restart-service tansu`): every other client of it (tests in other clones) sees the
+# outage too, and the drill inherits whatever state that broker is in. DRILL_BROKER=none leaves the
+# shared broker alone (the other phases only).
 set -euo pipefail
 
 # shellcheck source=scripts/bench-lib.sh
@@ -17,8 +20,12 @@ main() {
   bench_build
   mkdir -p "$BENCH_WORK"
   bench_facts "$BENCH_WORK/facts.md"
-  (cd "$REPO_DIR" && "$BENCH_BIN" drill --phase-seconds "${DRILL_PHASE_SECONDS:-8}" \
-    --stack-script "$REPO_DIR/scripts/stack.sh" \
+  local broker=(--tansu-bin "$TANSU_BIN")
+  case "${DRILL_BROKER:-private}" in
+    shared) broker=(--shared-broker "$REPO_DIR/scripts/stack.sh") ;;
+    none) broker=(--no-broker-restart) ;;
+  esac
+  (cd "$REPO_DIR" && "$BENCH_BIN" drill --phase-seconds "${DRILL_PHASE_SECONDS:-8}" "${broker[@]}" \
     --member-bin "$MEMBER_BIN" --work-dir "$BENCH_WORK" --facts "$BENCH_WORK/facts.md" --doc "$BENCH_DOC")
   bench_info "drill section appended to $BENCH_DOC"
 }

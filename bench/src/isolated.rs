@@ -30,6 +30,7 @@ pub struct Isolated {
 pub struct Overrides {
     pub redis_a_url: Option<String>,
     pub mysql_url: Option<String>,
+    pub kafka_brokers: Option<String>,
 }
 
 impl Isolated {
@@ -74,6 +75,9 @@ impl Isolated {
         writeln!(toml, "[redis.a]\nurl = {redis_a_url:?}")?;
         writeln!(toml, "[redis.b]\nurl = {:?}", redis_b.url())?;
         writeln!(toml, "[kafka]\ntopic = \"member.bench.{tag}\"")?;
+        if let Some(brokers) = &overrides.kafka_brokers {
+            writeln!(toml, "brokers = {brokers:?}")?;
+        }
         writeln!(toml, "[command_api]\nlisten = \"{command}\"")?;
         writeln!(toml, "[query_api]\nlisten = \"{query}\"")?;
         // The shipped quotas (5,000/s per caller, 20,000/s in all) would cap the measurement

@@ -10,6 +10,7 @@ mod isolated;
 mod latency;
 mod member_process;
 mod one_get;
+mod private_broker;
 mod private_redis;
 mod projectors;
 mod proxy;
@@ -85,9 +86,16 @@ enum Command {
     Drill {
         #[command(flatten)]
         common: Common,
-        /// The stack script that restarts the broker.
-        #[arg(long, default_value = "scripts/stack.sh")]
-        stack_script: PathBuf,
+        /// Restart the shared broker with this stack script (`stack.sh restart-service tansu`)
+        /// instead of a private one; every client of the shared broker sees the outage.
+        #[arg(long)]
+        shared_broker: Option<PathBuf>,
+        /// The tansu binary for the drill's private broker (scripts/lib.sh: TANSU_BIN).
+        #[arg(long)]
+        tansu_bin: Option<PathBuf>,
+        /// Leave the broker alone (the shared one, not restarted).
+        #[arg(long)]
+        no_broker_restart: bool,
         /// Seconds each phase of the drill lasts.
         #[arg(long, default_value_t = 8)]
         phase_seconds: u64,
@@ -110,8 +118,18 @@ fn main() -> anyhow::Result<()> {
         Command::Rebuild { common, members } => runtime.block_on(rebuild::run(common, members)),
         Command::Drill {
             common,
-            stack_script,
+            shared_broker,
+            tansu_bin,
+            no_broker_restart,
             phase_seconds,
-        } => runtime.block_on(drill::run(common, stack_script, phase_seconds)),
+        } => {
+            let broker = match (shared_broker, tansu_bin) {
+                _ if no_broker_restart => drill::Broker::Untouched,
+                (Some(script), _) => drill::Broker::Shared(script),
+                (None, Some(bin)) => drill::Broker::Private(bin),
+                (None, None) => anyhow::bail!("--tansu-bin or --shared-broker is required"),
+            };
+            runtime.block_on(drill::run(common, broker, phase_seconds))
+        }
     }
 }
