@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Lets tests find the stack script (to stop/start Redis B and the broker) wherever they run from.
 export MEMBER_STACK_SCRIPT := $(STACK)
 
-.PHONY: help stack-up stack-down stack-status broker-restart build run test lint fmt
+.PHONY: help stack-up stack-down stack-status broker-restart build run test lint fmt bench drill
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -45,6 +45,12 @@ test: stack-up ## stack-up, build the member binary, then cargo test --workspace
 	@# builds bin targets only as test harnesses).
 	$(CARGO) build -p member-api --bin member
 	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+bench: ## Benchmarks against same-run baselines (release build; BENCH=query,... for a subset); appends to docs/benchmarks.md
+	@$(CURDIR)/scripts/bench.sh
+
+drill: ## Fail-over drill under order-class load (release build; its own broker, DRILL_BROKER=shared for the shared one); appends to docs/benchmarks.md
+	@$(CURDIR)/scripts/drill.sh
 
 lint: ## cargo fmt --check and cargo clippy -D warnings
 	$(CARGO) fmt --all -- --check

@@ -9,7 +9,7 @@
 //! batch: at-least-once, and consumers are idempotent. See docs/decisions/0002-relay-ordering.md.
 
 mod checkpoint;
-mod publisher;
+pub mod publisher;
 mod reader;
 mod records;
 

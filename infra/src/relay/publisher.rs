@@ -1,4 +1,4 @@
-//! Producing records to Kafka with an idempotent producer.
+//! Producing records to Kafka (idempotent producer where the broker supports it, ADR 0012).
 
 use std::time::Duration;
 
@@ -14,31 +14,37 @@ pub struct Publisher {
     settings: KafkaSettings,
 }
 
+/// The relay's producer configuration (also used by the benchmark's rdkafka-only baseline, so the
+/// two cannot drift apart).
+pub fn producer_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
+    let mut config = crate::kafka::client_config(settings);
+    if settings.idempotent_producer {
+        // Idempotence: retries never duplicate or reorder within a partition, so one
+        // member's records (one key, one partition) stay in order.
+        config.set("enable.idempotence", "true");
+    } else {
+        // Without idempotence, one request in flight keeps retries from reordering a
+        // partition; a retry may duplicate a record, which the projectors' version guards
+        // ignore (docs/decisions/0012-producer-idempotence.md).
+        config
+            .set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("retries", "2147483647");
+    }
+    config
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "10000")
+        // A batch not acknowledged in time fails as a whole and is retried from the
+        // checkpoint by the relay loop.
+        .set("message.timeout.ms", "15000");
+    config
+}
+
 impl Publisher {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let mut config = crate::kafka::client_config(settings);
-        if settings.idempotent_producer {
-            // Idempotence: retries never duplicate or reorder within a partition, so one
-            // member's records (one key, one partition) stay in order.
-            config.set("enable.idempotence", "true");
-        } else {
-            // Without idempotence, one request in flight keeps retries from reordering a
-            // partition; a retry may duplicate a record, which the projectors' version guards
-            // ignore (docs/decisions/0012-producer-idempotence.md).
-            config
-                .set("enable.idempotence", "false")
-                .set("max.in.flight.requests.per.connection", "1")
-                .set("retries", "2147483647");
-        }
-        let producer: FutureProducer = config
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "2")
-            .set("batch.num.messages", "10000")
-            // A batch not acknowledged in time fails as a whole and is retried from the
-            // checkpoint by the relay loop.
-            .set("message.timeout.ms", "15000")
-            .create()?;
+        let producer: FutureProducer = producer_config(settings).create()?;
         Ok(Self {
             producer,
             topic: settings.topic.clone(),

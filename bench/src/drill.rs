@@ -1,0 +1,481 @@
+//! `member-bench drill`: the fail-over drill under order-class load against the release
+//! `member run` over an isolated environment. Redis A (a private redis-server) and MariaDB sit
+//! behind TCP proxies the drill cuts; the search primary gets an injected outage through
+//! `POST /admin/faults`; the broker (started by scripts/stack.sh) is restarted with
+//! `stack.sh restart-service tansu`. Counts failed order-class requests, the time until reads
+//! moved (`X-Served-From`), and the time until each recovered store caught up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use member_domain::IdentityKey;
+use member_infra::stores::Store;
+use member_projections::Target;
+use serde_json::json;
+
+use crate::isolated::{Isolated, Overrides};
+use crate::member_process::MemberProcess;
+use crate::private_redis::PrivateRedis;
+use crate::proxy::FaultProxy;
+use crate::report::{Report, Row};
+use crate::Common;
+
+/// One order-class read: when (since the drill's start) and where it was served from (Err: failed).
+type Read = (Duration, Result<String, String>, Duration);
+
+#[derive(Clone)]
+struct Written {
+    card: String,
+    version: u64,
+}
+
+async fn register(client: &reqwest::Client, url: &str, card: &str) -> anyhow::Result<u64> {
+    let r = client
+        .post(url)
+        .json(&json!({"identities": [{"kind": "elong_card", "value": card}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 201, "register: {}", r.status());
+    let v: serde_json::Value = r.json().await?;
+    v["version"].as_u64().context("version in the response")
+}
+
+async fn admin_fault(
+    client: &reqwest::Client,
+    url: &str,
+    backend: &str,
+    down: bool,
+) -> anyhow::Result<()> {
+    let r = client
+        .post(url)
+        .bearer_auth("local-admin-key")
+        .json(&json!({"backend": backend, "down": down}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "POST /admin/faults: {}",
+        r.status()
+    );
+    Ok(())
+}
+
+/// Which broker the drill restarts.
+pub enum Broker {
+    /// The shared broker, through `stack.sh restart-service tansu` (every client sees it).
+    Shared(PathBuf),
+    /// A tansu broker of the drill's own, started from this binary.
+    Private(PathBuf),
+    /// The shared broker, not restarted (the broker phase is only a wait).
+    Untouched,
+}
+
+enum RunningBroker {
+    Untouched,
+    Shared(PathBuf),
+    Private(crate::private_broker::PrivateBroker),
+}
+
+impl RunningBroker {
+    async fn restart(&mut self, report: &mut Report) -> anyhow::Result<()> {
+        match self {
+            RunningBroker::Untouched => {
+                report.note("the broker was not restarted in this drill (DRILL_BROKER=none)");
+                Ok(())
+            }
+            RunningBroker::Shared(script) => {
+                report.command(format!("bash {} restart-service tansu", script.display()));
+                let out = tokio::process::Command::new("bash")
+                    .arg(&*script)
+                    .args(["restart-service", "tansu"])
+                    .output()
+                    .await
+                    .context("running stack.sh restart-service tansu")?;
+                if !out.status.success() {
+                    report.note(format!(
+                        "stack.sh restart-service tansu failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Ok(())
+            }
+            RunningBroker::Private(broker) => {
+                report.command(format!(
+                    "kill -TERM <private tansu>; {}",
+                    broker.command_line()
+                ));
+                broker.restart().await
+            }
+        }
+    }
+}
+
+pub async fn run(common: Common, broker: Broker, phase_seconds: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&common.work_dir)?;
+    let mut report = Report::default();
+    let outcome = drill(&common, broker, phase_seconds, &mut report).await;
+    if let Err(e) = &outcome {
+        report.note(format!("the drill stopped early: {e:#}"));
+    }
+    let title = format!(
+        "{} fail-over drill ({phase_seconds} s phases)",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    report.append(&common.doc, &title, common.facts.as_deref())?;
+    outcome
+}
+
+async fn drill(
+    common: &Common,
+    broker: Broker,
+    phase: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let member_bin = std::fs::canonicalize(&common.member_bin)
+        .with_context(|| format!("{} (cargo build --release)", common.member_bin.display()))?;
+    std::fs::create_dir_all(common.work_dir.join("drill-redis"))?;
+    let redis_a = PrivateRedis::start(&common.work_dir.join("drill-redis"))?;
+    let redis_a_proxy = FaultProxy::start(format!("127.0.0.1:{}", redis_a.port()).parse()?).await?;
+    let base = member_infra::config::Settings::load()?;
+    let mysql_host = base
+        .mysql
+        .url
+        .rsplit_once('@')
+        .map(|(_, h)| h.trim_end_matches('/'))
+        .context("mysql url with user@host:port")?;
+    let (credentials, _) = base.mysql.url.rsplit_once('@').context("mysql url")?;
+    let mariadb_proxy = FaultProxy::start(
+        tokio::net::lookup_host(mysql_host)
+            .await?
+            .next()
+            .context("mariadb address")?,
+    )
+    .await?;
+    let (mut broker, kafka_brokers) = match broker {
+        Broker::Shared(script) => (RunningBroker::Shared(script), None),
+        Broker::Untouched => (RunningBroker::Untouched, None),
+        Broker::Private(bin) => {
+            let dir = std::fs::canonicalize(&common.work_dir)?.join(format!(
+                "drill-broker-{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S")
+            ));
+            let b = crate::private_broker::PrivateBroker::start(&bin, &dir)?;
+            report.command(b.command_line());
+            let brokers = b.brokers();
+            (RunningBroker::Private(b), Some(brokers))
+        }
+    };
+    let env = Isolated::create(
+        &common.work_dir,
+        "drill",
+        Overrides {
+            redis_a_url: Some(format!("redis://{}", redis_a_proxy.addr())),
+            mysql_url: Some(format!("{credentials}@{}", mariadb_proxy.addr())),
+            kafka_brokers,
+        },
+    )
+    .await?;
+    let result = drill_in(
+        &env,
+        &member_bin,
+        &mut broker,
+        phase,
+        report,
+        &redis_a,
+        &redis_a_proxy,
+        &mariadb_proxy,
+    )
+    .await;
+    env.drop_databases(&[], &[]).await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drill_in(
+    env: &Isolated,
+    member_bin: &std::path::Path,
+    broker: &mut RunningBroker,
+    phase: u64,
+    report: &mut Report,
+    redis_a: &PrivateRedis,
+    redis_a_proxy: &FaultProxy,
+    mariadb_proxy: &FaultProxy,
+) -> anyhow::Result<()> {
+    let mut app = MemberProcess::spawn(
+        member_bin,
+        &["run"],
+        &env.member_env(),
+        &env.dir.join("logs/member-run.log"),
+    )?;
+    report.command(app.command_line.clone());
+    app.wait_healthy(&env.command_url("/healthz"), Duration::from_secs(60))
+        .await?;
+    app.wait_healthy(&env.query_url("/healthz"), Duration::from_secs(60))
+        .await?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let register_url = env.command_url("/v1/members");
+
+    // Readers straight at the stores (not through the proxies), to see when they caught up.
+    let mut direct = env.settings.clone();
+    direct.redis.a.url = redis_a.url();
+    direct.mysql.url = member_infra::config::Settings::load()?.mysql.url;
+    let redis_a_reader = Store::open(Target::RedisA, &direct).await?.reader();
+    let mysql_reader = Store::open(Target::Mysql, &direct).await?.reader();
+
+    let mut cards = Vec::new();
+    for i in 0..200u64 {
+        let card = format!("{:012}", 100_000_000_000u64 + i);
+        register(&client, &register_url, &card).await?;
+        cards.push(card);
+    }
+    // Every store shows the last one before the load starts.
+    let last = IdentityKey::parse("elong_card", cards.last().expect("cards"))?;
+    for reader in [&redis_a_reader, &mysql_reader] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reader.by_identity(&last).await.ok().flatten().is_none() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the stores did not catch up before the drill"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let mut loads = Vec::new();
+    for worker in 0..8usize {
+        let (client, stop, reads, cards) =
+            (client.clone(), stop.clone(), reads.clone(), cards.clone());
+        let base = env.query_url("");
+        loads.push(tokio::spawn(async move {
+            let mut i = worker;
+            while !stop.load(Ordering::SeqCst) {
+                let path = format!(
+                    "/v1/members?kind=elong_card&value={}",
+                    cards[i % cards.len()]
+                );
+                i += 7;
+                let t = Instant::now();
+                let r = client
+                    .get(format!("{base}{path}"))
+                    .bearer_auth("local-order-key")
+                    .send()
+                    .await;
+                let outcome = match r {
+                    Ok(r) if r.status().is_success() => Ok(r
+                        .headers()
+                        .get("x-served-from")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("?")
+                        .to_owned()),
+                    Ok(r) => Err(format!("{}", r.status())),
+                    Err(e) => Err(format!("{e}")),
+                };
+                reads
+                    .lock()
+                    .expect("reads")
+                    .push((start.elapsed(), outcome, t.elapsed()));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    // Writes continue through the drill (20/s), so recovered stores have something to catch up.
+    let written: Arc<Mutex<Vec<Written>>> = Arc::default();
+    let writer = {
+        let (client, stop, written, url) = (
+            client.clone(),
+            stop.clone(),
+            written.clone(),
+            register_url.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut failed = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let card = format!("{:012}", 200_000_000_000u64 + n);
+                match register(&client, &url, &card).await {
+                    Ok(version) => written
+                        .lock()
+                        .expect("written")
+                        .push(Written { card, version }),
+                    Err(_) => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            failed
+        })
+    };
+
+    let wait = || tokio::time::sleep(Duration::from_secs(phase));
+    let mut marks: Vec<(&str, Duration)> = vec![("healthy", Duration::ZERO)];
+    wait().await;
+    marks.push(("redis A stopped", start.elapsed()));
+    redis_a_proxy.stop();
+    wait().await;
+    marks.push(("search primary outage injected", start.elapsed()));
+    admin_fault(
+        &client,
+        &env.query_url("/admin/faults"),
+        "search-primary",
+        true,
+    )
+    .await?;
+    wait().await;
+    marks.push(("MariaDB stopped", start.elapsed()));
+    mariadb_proxy.stop();
+    wait().await;
+    marks.push(("broker restarting", start.elapsed()));
+    let t = Instant::now();
+    broker.restart(report).await?;
+    let broker_restart = t.elapsed();
+    wait().await;
+    let restored_at = start.elapsed();
+    marks.push(("all restored", restored_at));
+    let last_written = written
+        .lock()
+        .expect("written")
+        .last()
+        .cloned()
+        .context("no write succeeded")?;
+    redis_a_proxy.restore();
+    mariadb_proxy.restore();
+    admin_fault(
+        &client,
+        &env.query_url("/admin/faults"),
+        "search-primary",
+        false,
+    )
+    .await?;
+    let key = IdentityKey::parse("elong_card", &last_written.card)?;
+    let mut caught_up = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while caught_up.len() < 2 && Instant::now() < deadline {
+        for (name, reader) in [("redis-a", &redis_a_reader), ("mysql", &mysql_reader)] {
+            if caught_up.contains_key(name) {
+                continue;
+            }
+            if let Ok(Some(doc)) = reader.by_identity(&key).await {
+                if doc.version >= last_written.version {
+                    caught_up.insert(name, start.elapsed() - restored_at);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(phase)).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in loads {
+        l.await?;
+    }
+    let write_failures = writer.await?;
+    let rss = app.peak_rss_mib()?;
+    app.stop().await?;
+
+    let reads = std::mem::take(&mut *reads.lock().expect("reads"));
+    let failures: Vec<&Read> = reads.iter().filter(|(_, o, _)| o.is_err()).collect();
+    report.row(
+        Row::new(
+            "failed order-class reads",
+            format!("{} of {}", failures.len(), reads.len()),
+        )
+        .target("0", failures.is_empty()),
+    );
+    if let Some((at, Err(e), _)) = failures.first() {
+        report.note(format!(
+            "first failed read at {:.1} s: {e}",
+            at.as_secs_f64()
+        ));
+    }
+    // Per phase: where the reads were served from.
+    for (i, (name, from)) in marks.iter().enumerate() {
+        let to = marks.get(i + 1).map(|m| m.1).unwrap_or(Duration::MAX);
+        let mut served: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut latency = crate::latency::Latency::default();
+        let mut max = Duration::ZERO;
+        for (at, o, took) in &reads {
+            if at >= from && *at < to {
+                *served.entry(o.as_deref().unwrap_or("failed")).or_default() += 1;
+                latency.record(*took);
+                max = max.max(*took);
+            }
+        }
+        report.note(format!(
+            "phase `{name}` (from {:.1} s): served from {served:?}; read latency {}, max {} ms",
+            from.as_secs_f64(),
+            latency.summary(),
+            max.as_millis()
+        ));
+    }
+    let first_after = |after: Duration, pred: &dyn Fn(&str) -> bool| {
+        reads
+            .iter()
+            .find(|(at, o, _)| *at >= after && o.as_deref().map(pred).unwrap_or(false))
+            .map(|(at, _, _)| *at - after)
+    };
+    let redis_a_down = marks[1].1;
+    let moved = first_after(redis_a_down, &|s| {
+        s != "redis-a" && s != "near-cache" && s != "last-served"
+    });
+    let last_on_a = reads
+        .iter()
+        .filter(|(at, o, _)| {
+            *at >= redis_a_down && *at < restored_at && o.as_deref() == Ok("redis-a")
+        })
+        .map(|(at, _, _)| *at - redis_a_down)
+        .max();
+    let back = first_after(restored_at, &|s| s == "redis-a");
+    let ms = |d: Option<Duration>| {
+        d.map(|d| format!("{} ms", d.as_millis()))
+            .unwrap_or("none".into())
+    };
+    report.row(Row::new(
+        "Redis A stopped: time until reads moved (first read from another backend / last read from Redis A)",
+        format!("{} / {}", ms(moved), ms(last_on_a)),
+    ));
+    report.row(Row::new(
+        "restored: time until reads were back on Redis A",
+        ms(back),
+    ));
+    for name in ["redis-a", "mysql"] {
+        report.row(Row::new(
+            format!("restored: time until {name} caught up with the writes made during its outage"),
+            caught_up
+                .get(name)
+                .map(|d| format!("{} ms", d.as_millis()))
+                .unwrap_or("**not within 120 s**".into()),
+        ));
+    }
+    report.row(Row::new(
+        "broker restart (stop, start, answering)",
+        format!("{:.1} s", broker_restart.as_secs_f64()),
+    ));
+    report.row(Row::new(
+        "writes during the drill (registrations, 20/s)",
+        format!(
+            "{} acknowledged, {write_failures} failed",
+            written.lock().expect("written").len()
+        ),
+    ));
+    report.row(Row::new(
+        "peak RSS of `member run` during the drill",
+        format!("{rss:.0} MiB"),
+    ));
+    report.command(format!(
+        "member-bench drill: 8 order-class readers (2 ms pause), 1 writer (20/s); phases of {phase} s: \
+         healthy, Redis A cut (proxy {}), + search-primary fault (POST /admin/faults), + MariaDB cut (proxy {}), \
+         + broker restart, then all restored",
+        redis_a_proxy.addr(),
+        mariadb_proxy.addr()
+    ));
+    Ok(())
+}

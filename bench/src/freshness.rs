@@ -1,0 +1,163 @@
+//! Freshness: the time from a command's response to the member being visible, at that version,
+//! through each store's own reader. The whole application (`App` with every role, the same code
+//! as `member run`) runs in this process over an isolated environment, so the readers are the
+//! application's own; commands arrive at a steady 50/s.
+//!
+//! Each store is polled every 2 ms for the oldest command it does not show yet, so a command is
+//! never counted as visible earlier than it was (a late check can only make the figure worse).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use member_api::app::{App, Role};
+use member_api::run::Shutdown;
+use member_domain::IdentityKey;
+use member_projections::{MemberReader, Target};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::isolated::Isolated;
+use crate::latency::Latency;
+use crate::report::{Report, Row};
+
+struct Acked {
+    at: Instant,
+    key: IdentityKey,
+    version: u64,
+}
+
+async fn watch(
+    reader: Arc<dyn MemberReader>,
+    mut rx: mpsc::UnboundedReceiver<Acked>,
+) -> (Latency, u64) {
+    let mut latency = Latency::default();
+    let mut unseen = 0;
+    while let Some(acked) = rx.recv().await {
+        let give_up = acked.at + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(doc)) = reader.by_identity(&acked.key).await {
+                if doc.version >= acked.version {
+                    latency.record(acked.at.elapsed());
+                    break;
+                }
+            }
+            if Instant::now() > give_up {
+                unseen += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    (latency, unseen)
+}
+
+pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow::Result<()> {
+    let app = App::build(&env.settings, &Role::all()).await?;
+    let readers: BTreeMap<Target, Arc<dyn MemberReader>> =
+        app.stores().iter().map(|(t, s)| (*t, s.reader())).collect();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(Shutdown::on(async {
+        let _ = stop_rx.await;
+    })));
+    let client = reqwest::Client::new();
+    let base = env.command_url("");
+    // Wait until the command API answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the command API did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut senders = Vec::new();
+    let mut watchers = Vec::new();
+    for (target, reader) in &readers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
+        watchers.push((*target, tokio::spawn(watch(reader.clone(), rx))));
+    }
+    let senders = Arc::new(senders);
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let mut commands = Vec::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut n: u64 = 0;
+    let mut failed = 0u64;
+    while Instant::now() < end {
+        ticker.tick().await;
+        n += 1;
+        let card = format!("{:012}", 900_000_000_000u64 + n);
+        let (client, url, senders) = (
+            client.clone(),
+            format!("{base}/v1/members"),
+            senders.clone(),
+        );
+        commands.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&json!({"identities": [{"kind": "elong_card", "value": card}]}))
+                .send()
+                .await
+                .ok()?;
+            let at = Instant::now();
+            if r.status().as_u16() != 201 {
+                return None;
+            }
+            let body: serde_json::Value = r.json().await.ok()?;
+            let version = body["version"].as_u64()?;
+            let key = IdentityKey::parse("elong_card", &card).ok()?;
+            for tx in senders.iter() {
+                let _ = tx.send(Acked {
+                    at,
+                    key: key.clone(),
+                    version,
+                });
+            }
+            Some(())
+        }));
+    }
+    for c in commands {
+        if c.await?.is_none() {
+            failed += 1;
+        }
+    }
+    drop(senders);
+    let mut worst = 0.0f64;
+    let mut parts = Vec::new();
+    for (target, w) in watchers {
+        let (latency, unseen) = w.await?;
+        worst = worst.max(latency.ms(0.99));
+        parts.push(format!(
+            "{} p50 {:.0} / p99 {:.0} ms{}",
+            target.as_str(),
+            latency.ms(0.5),
+            latency.ms(0.99),
+            if unseen > 0 {
+                format!(" ({unseen} never seen)")
+            } else {
+                String::new()
+            }
+        ));
+        report.row(
+            Row::new(
+                format!("freshness {}, command 200 to visible", target.as_str()),
+                format!(
+                    "p50 {:.0} ms, p99 {:.0} ms",
+                    latency.ms(0.5),
+                    latency.ms(0.99)
+                ),
+            )
+            .target("p99 < 1500 ms", latency.ms(0.99) < 1500.0 && unseen == 0),
+        );
+    }
+    report.command(format!(
+        "member-bench freshness: in-process App (every role) over {}, {n} registrations at 50/s, \
+         search refresh {} ms, each store polled every 2 ms through its reader",
+        env.config_file.display(),
+        env.settings.search.refresh_ms
+    ));
+    if failed > 0 {
+        report.note(format!("freshness: {failed} of {n} commands failed"));
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! The rebuild benchmark hook: `member seed --members N --bulk`, then
+//! `member rebuild --target all`, over an isolated environment, timed. scripts/bench.sh calls it
+//! only when the `member` binary has both subcommands (they are being built on other branches).
+
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::isolated::{Isolated, Overrides};
+use crate::member_process::MemberProcess;
+use crate::report::{rate, Report, Row};
+use crate::Common;
+
+async fn timed(
+    report: &mut Report,
+    env: &Isolated,
+    bin: &std::path::Path,
+    args: &[&str],
+    log: &str,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut p = MemberProcess::spawn(
+        bin,
+        args,
+        &env.member_env(),
+        &env.dir.join(format!("logs/{log}.log")),
+    )?;
+    report.command(p.command_line.clone());
+    let status = p.wait().await?;
+    anyhow::ensure!(
+        status.success(),
+        "`member {}` failed ({status}); see {log}.log",
+        args.join(" ")
+    );
+    Ok(started.elapsed().as_secs_f64())
+}
+
+pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&common.work_dir)?;
+    let bin = std::fs::canonicalize(&common.member_bin).context("the release member binary")?;
+    let env = Isolated::create(&common.work_dir, "rebuild", Overrides::default()).await?;
+    let mut report = Report::default();
+    let n = members.to_string();
+    let result = async {
+        let seed = timed(
+            &mut report,
+            &env,
+            &bin,
+            &["seed", "--members", &n, "--bulk"],
+            "seed",
+        )
+        .await?;
+        report.row(Row::new(
+            format!("seed --bulk, {members} members"),
+            format!("{seed:.0} s ({})", rate(members as f64 / seed)),
+        ));
+        let rebuild = timed(
+            &mut report,
+            &env,
+            &bin,
+            &["rebuild", "--target", "all"],
+            "rebuild",
+        )
+        .await?;
+        report.row(
+            Row::new(
+                format!("rebuild of {members} members into all six stores"),
+                format!(
+                    "{rebuild:.0} s ({} members)",
+                    rate(members as f64 / rebuild)
+                ),
+            )
+            .target(
+                "< 300 s for 1,000,000",
+                members < 1_000_000 || rebuild < 300.0,
+            ),
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    env.drop_databases(&[], &[]).await;
+    if let Err(e) = &result {
+        report.note(format!("the rebuild benchmark stopped early: {e:#}"));
+    }
+    let title = format!(
+        "{} rebuild benchmark ({members} members)",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    report.append(&common.doc, &title, common.facts.as_deref())?;
+    result
+}
