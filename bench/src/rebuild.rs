@@ -18,6 +18,19 @@ async fn timed(
     args: &[&str],
     log: &str,
 ) -> anyhow::Result<f64> {
+    timed_output(report, env, bin, args, log)
+        .await
+        .map(|(s, _)| s)
+}
+
+/// Runs `member <args>`, timed; returns the seconds and what it printed on stdout.
+async fn timed_output(
+    report: &mut Report,
+    env: &Isolated,
+    bin: &std::path::Path,
+    args: &[&str],
+    log: &str,
+) -> anyhow::Result<(f64, String)> {
     let started = Instant::now();
     let mut p = MemberProcess::spawn(
         bin,
@@ -32,7 +45,9 @@ async fn timed(
         "`member {}` failed ({status}); see {log}.log",
         args.join(" ")
     );
-    Ok(started.elapsed().as_secs_f64())
+    let stdout =
+        std::fs::read_to_string(env.dir.join(format!("logs/{log}.log"))).unwrap_or_default();
+    Ok((started.elapsed().as_secs_f64(), stdout))
 }
 
 pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
@@ -54,14 +69,31 @@ pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
             format!("seed --bulk, {members} members"),
             format!("{seed:.0} s ({})", rate(members as f64 / seed)),
         ));
-        let rebuild = timed(
+        let (rebuild, output) = timed_output(
             &mut report,
             &env,
             &bin,
-            &["rebuild", "--target", "all"],
+            &["rebuild", "--target", "all", "--json"],
             "rebuild",
         )
         .await?;
+        // The JSON report is the last thing on stdout (the log also holds stderr).
+        let json = output
+            .rfind("\n{")
+            .map(|i| &output[i + 1..])
+            .or_else(|| output.starts_with('{').then_some(output.as_str()))
+            .unwrap_or("{}");
+        let parsed: serde_json::Value = serde_json::from_str(json.trim()).unwrap_or_default();
+        if let Some(per_store) = parsed["written_seconds"].as_object() {
+            for (store, seconds) in per_store {
+                if let Some(seconds) = seconds.as_f64() {
+                    report.row(Row::new(
+                        format!("rebuild: {store} had every folded document after"),
+                        format!("{seconds:.0} s ({})", rate(members as f64 / seconds)),
+                    ));
+                }
+            }
+        }
         report.row(
             Row::new(
                 format!("rebuild of {members} members into all six stores"),

@@ -126,6 +126,9 @@ pub struct RebuildReport {
     pub members: u64,
     pub records_caught_up: u64,
     pub fold_seconds: f64,
+    /// When each store had every folded document (seconds from the start of the fold): the
+    /// per-store rebuild rate is `members / seconds`.
+    pub written_seconds: std::collections::BTreeMap<String, f64>,
     pub total_seconds: f64,
     /// For a re-shard: the consumer group that now holds the new layout's position.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,7 +196,7 @@ pub async fn rebuild(
         }
     }
     let bar = progress::bar("fold", Some(total));
-    let members = fold_into(pool, &sinks, plan.batch, &bar).await?;
+    let (members, written_seconds) = fold_into(pool, &sinks, plan.batch, &bar).await?;
     bar.finish();
     for b in &building {
         if let Building::Tantivy(next) = b {
@@ -225,6 +228,7 @@ pub async fn rebuild(
         members,
         records_caught_up: records,
         fold_seconds,
+        written_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
         reshard_group,
     })
@@ -284,9 +288,10 @@ async fn fold_into(
     sinks: &[Arc<dyn Sink>],
     batch: usize,
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, std::collections::BTreeMap<String, f64>)> {
     /// Batches queued per sink: bounds memory to a few batches per store.
-    const QUEUE: usize = 8;
+    const QUEUE: usize = 4;
+    let started = Instant::now();
     let mut queues = Vec::new();
     let mut writers = Vec::new();
     for (i, sink) in sinks.iter().enumerate() {
@@ -303,7 +308,7 @@ async fn fold_into(
                     bar.inc(*members as u64);
                 }
             }
-            Ok::<_, SinkError>(())
+            Ok::<_, SinkError>((sink.target().to_owned(), started.elapsed().as_secs_f64()))
         }));
     }
     let folded = replay::for_each_batch(pool, batch, |docs| {
@@ -322,14 +327,16 @@ async fn fold_into(
     })
     .await;
     drop(queues);
+    let mut written = std::collections::BTreeMap::new();
     for writer in writers {
         // A writer error explains a stopped fold better than the fold's own error.
-        writer
+        let (target, seconds) = writer
             .await
             .context("a writer task failed")?
             .context("writing documents")?;
+        written.insert(target, seconds);
     }
-    folded.context("folding the event store")
+    Ok((folded.context("folding the event store")?, written))
 }
 
 /// Applies records to every sink at once, retrying a store that is briefly unavailable.
