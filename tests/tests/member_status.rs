@@ -21,8 +21,11 @@ fn status(env: &[(&str, &str)]) -> (i32, Vec<Value>) {
     (out.status.code().unwrap_or(-1), json)
 }
 
-#[test]
-fn status_lists_every_component_and_fails_when_a_store_is_down() {
+#[tokio::test]
+async fn status_lists_every_component_and_fails_when_a_store_is_down() {
+    // An event store of its own, migrated: the test must not depend on the machine's `member`
+    // database having been migrated by an earlier `make run`.
+    let (_pool, event_store) = member_tests::postgres::fresh_event_store_with_url().await;
     let data_dir = tempfile::tempdir().unwrap();
     let data = data_dir.path().display().to_string();
     // A port nothing listens on, for Redis B.
@@ -32,6 +35,7 @@ fn status_lists_every_component_and_fails_when_a_store_is_down() {
         .unwrap();
     let redis_b = format!("redis://{closed}");
     let (code, components) = status(&[
+        ("MEMBER__POSTGRES__URL", &event_store),
         ("MEMBER__DATA_DIR", &data),
         ("MEMBER__REDIS__B__URL", &redis_b),
     ]);

@@ -25,6 +25,14 @@ async fn readers_never_see_a_version_go_backwards() {
     settings.query_api.flow.hotspot_rate_per_second = 1_000_000;
     settings.query_api.flow.hotspot_burst = 1_000_000;
     settings.query_api.flow.hot_key_rate_per_second = 0;
+    // Nor may quotas refuse them: this test is about versions, and on a quiet machine four
+    // readers exceed the shipped caller quota.
+    for caller in &mut settings.query_api.callers {
+        caller.rate_per_second = 1_000_000;
+        caller.burst = 1_000_000;
+    }
+    settings.query_api.flow.global_rate_per_second = 1_000_000;
+    settings.query_api.flow.global_burst = 1_000_000;
     let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = Arc::new(spawn_app_with(settings.clone(), pool, data_dir, &roles).await);
