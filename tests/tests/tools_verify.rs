@@ -159,6 +159,20 @@ async fn verify_reports_what_was_damaged_behind_the_projectors_back_and_repair_f
         .query_async::<()>(&mut b)
         .await
         .unwrap();
+    // ... and let the holder's document list the card too, so the lookup leads to the holder (a
+    // lookup that finds nothing is a cache miss, not a difference).
+    let mut claims = truth[&holder].clone();
+    claims.identities.push(member_projections::BoundIdentity {
+        key: card.clone(),
+        generation: 1_000_000,
+    });
+    redis::cmd("HSET")
+        .arg(document_key(holder))
+        .arg("d")
+        .arg(serde_json::to_string(&claims).unwrap())
+        .query_async::<()>(&mut b)
+        .await
+        .unwrap();
     redis::cmd("HSET")
         .arg(document_key(extra))
         .arg("v")
@@ -188,25 +202,31 @@ async fn verify_reports_what_was_damaged_behind_the_projectors_back_and_repair_f
             ran.stdout, ran.stderr
         );
         let report = ran.json();
+        // Redis is a cache: a document it does not hold is a miss, not a difference.
+        let (missing_expected, diverged_expected) = match target {
+            Target::RedisB => (vec![], {
+                let mut both = vec![diverged, holder];
+                both.sort();
+                both
+            }),
+            _ => (vec![missing], vec![diverged]),
+        };
         assert_eq!(
             named(&report, "missing"),
-            vec![missing],
+            missing_expected,
             "{target}: {report}"
         );
-        assert_eq!(
-            named(&report, "diverged"),
-            vec![diverged],
-            "{target}: {report}"
-        );
+        let mut diverged_found = named(&report, "diverged");
+        diverged_found.sort();
+        assert_eq!(diverged_found, diverged_expected, "{target}: {report}");
         assert_eq!(named(&report, "extra"), vec![extra], "{target}: {report}");
         assert!(
             named(&report, "identity_misrouted").contains(&misrouted),
             "{target}: {report}"
         );
         assert!(
-            report["examples"].to_string().contains("****")
-                || !report.to_string().contains(&card.to_string()),
-            "{target}: identities are masked in the report"
+            !report.to_string().contains(&card.to_string()),
+            "{target}: identities are not printed in clear"
         );
 
         let ran = run_member(
@@ -236,7 +256,18 @@ async fn verify_reports_what_was_damaged_behind_the_projectors_back_and_repair_f
         assert_eq!(ran.code, 0, "{target} after repair: {}", ran.stdout);
         let reader = app.reader(target).await;
         assert_eq!(reader.by_id(extra).await.unwrap(), None, "{target}");
-        wait_converged(reader.as_ref(), &truth, Duration::from_secs(5)).await;
+        for member in [diverged, holder] {
+            assert_eq!(
+                reader.by_id(member).await.unwrap().as_ref(),
+                Some(&truth[&member]),
+                "{target}"
+            );
+        }
+        let found = reader.by_identity(&card).await.unwrap();
+        assert_eq!(found.map(|d| d.member_id), Some(misrouted), "{target}");
+        if target == Target::Mysql {
+            wait_converged(reader.as_ref(), &truth, Duration::from_secs(5)).await;
+        }
     }
     app.stop().await.unwrap();
 

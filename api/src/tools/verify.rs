@@ -6,6 +6,10 @@
 //! differences that persist are reported. Repair deletes what is wrong and writes the truth
 //! through the sink's guarded path; for an embedded index owned by a running process (which no
 //! other process may write), repair is a blue-green rebuild of that index.
+//!
+//! The Redis centers are caches with a TTL: a member or identity they do not hold is expected
+//! (expired, or not read since a flush; the query path fills on a miss), so there only wrong
+//! content counts: a stale, diverged or extra document, a lookup that leads to another member.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -59,6 +63,9 @@ pub struct VerifyReport {
 /// write it) removal and a guarded sink.
 struct Inspected {
     reader: Arc<dyn MemberReader>,
+    /// A cache with a TTL (the Redis centers): absence is normal there (expired, or never read
+    /// since a flush; the query path fills on a miss), so only wrong content is a difference.
+    cache: bool,
     sink: Option<Arc<dyn Sink>>,
     kind: StoreKind,
 }
@@ -76,6 +83,7 @@ impl Inspected {
                 let shards = Arc::new(MysqlShards::connect(&settings.mysql).await?);
                 Inspected {
                     reader: shards.clone(),
+                    cache: false,
                     sink: Some(shards.clone()),
                     kind: StoreKind::Mysql(shards),
                 }
@@ -84,6 +92,7 @@ impl Inspected {
                 let center = Arc::new(RedisCenter::for_target(target.as_str(), &settings.redis)?);
                 Inspected {
                     reader: center.clone(),
+                    cache: true,
                     sink: Some(center.clone()),
                     kind: StoreKind::Redis(center),
                 }
@@ -106,6 +115,7 @@ impl Inspected {
                 });
                 Inspected {
                     reader: index.clone(),
+                    cache: false,
                     sink: (!owned).then(|| index.clone() as Arc<dyn Sink>),
                     kind: StoreKind::Tantivy(index),
                 }
@@ -175,6 +185,7 @@ async fn verify_store(
     let found = Arc::new(std::sync::Mutex::new(Vec::<Finding>::new()));
     let mut checked = 0u64;
     let reader = store.reader.clone();
+    let cache = store.cache;
     replay::for_each_batch(pool, 1000, |docs| {
         truth_ids.extend(docs.iter().map(|d| d.member_id));
         bar.inc(docs.len() as u64);
@@ -190,7 +201,7 @@ async fn verify_store(
             let results: Vec<Vec<Finding>> = stream::iter(chosen)
                 .map(|doc| {
                     let reader = reader.clone();
-                    async move { check_member(reader.as_ref(), &doc).await }
+                    async move { check_member(reader.as_ref(), &doc, cache).await }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .try_collect()
@@ -227,7 +238,7 @@ async fn verify_store(
     } else {
         tokio::time::sleep(options.settle).await;
         store.refresh().await;
-        recheck(pool, store.reader.as_ref(), &candidates).await?
+        recheck(pool, store, &candidates).await?
     };
     let mut differences = BTreeMap::new();
     for f in &persisting {
@@ -250,7 +261,7 @@ async fn verify_store(
             }
         }
         store.refresh().await;
-        let after = recheck(pool, store.reader.as_ref(), &persisting).await?;
+        let after = recheck(pool, store, &persisting).await?;
         remaining = after.len() as u64;
         repaired = persisting.len() as u64 - remaining;
     }
@@ -304,13 +315,18 @@ pub fn render(report: &VerifyReport) -> String {
     out
 }
 
-/// Compares one member's stored document and identity lookups with its folded document.
+/// Compares one member's stored document and identity lookups with its folded document. In a
+/// cache, a document or lookup that finds nothing is not a difference.
 async fn check_member(
     reader: &dyn MemberReader,
     truth: &MemberDocument,
+    cache: bool,
 ) -> Result<Vec<Finding>, SinkError> {
     let mut findings = Vec::new();
     let stored = reader.by_id(truth.member_id).await?;
+    if cache && stored.is_none() {
+        return Ok(findings);
+    }
     findings.extend(compare_documents(
         truth.member_id,
         Some(truth),
@@ -318,6 +334,9 @@ async fn check_member(
     ));
     for identity in &truth.identities {
         let found = reader.by_identity(&identity.key).await?;
+        if cache && found.is_none() {
+            continue;
+        }
         findings.extend(compare_lookup(
             &identity.key,
             Some(truth.member_id),
@@ -341,9 +360,10 @@ async fn check_member(
 /// The candidates that are still differences now, against a fresh fold of their members.
 async fn recheck(
     pool: &PgPool,
-    reader: &dyn MemberReader,
+    store: &Inspected,
     candidates: &[Finding],
 ) -> anyhow::Result<Vec<Finding>> {
+    let reader = store.reader.as_ref();
     let members: Vec<Uuid> = {
         let mut m: Vec<Uuid> = candidates.iter().map(|f| f.member_id).collect();
         m.sort();
@@ -354,7 +374,7 @@ async fn recheck(
     for member in members {
         let truth = replay::document_of(pool, member).await?;
         let now = match &truth {
-            Some(doc) => check_member(reader, doc).await?,
+            Some(doc) => check_member(reader, doc, store.cache).await?,
             None => {
                 let stored = reader.by_id(member).await?;
                 compare_documents(member, None, stored.as_ref())
