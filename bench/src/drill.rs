@@ -20,9 +20,9 @@ use serde_json::json;
 use crate::isolated::{Isolated, Overrides};
 use crate::member_process::MemberProcess;
 use crate::private_redis::PrivateRedis;
-use crate::proxy::FaultProxy;
 use crate::report::{Report, Row};
 use crate::Common;
+use member_tests::proxy::FaultProxy;
 
 /// One order-class read: when (since the drill's start) and where it was served from (Err: failed).
 type Read = (Duration, Result<String, String>, Duration);
@@ -140,7 +140,7 @@ async fn drill(
         .with_context(|| format!("{} (cargo build --release)", common.member_bin.display()))?;
     std::fs::create_dir_all(common.work_dir.join("drill-redis"))?;
     let redis_a = PrivateRedis::start(&common.work_dir.join("drill-redis"))?;
-    let redis_a_proxy = FaultProxy::start(format!("127.0.0.1:{}", redis_a.port()).parse()?).await?;
+    let redis_a_proxy = FaultProxy::start(format!("127.0.0.1:{}", redis_a.port()).parse()?).await;
     let base = member_infra::config::Settings::load()?;
     let mysql_host = base
         .mysql
@@ -155,7 +155,7 @@ async fn drill(
             .next()
             .context("mariadb address")?,
     )
-    .await?;
+    .await;
     let (mut broker, kafka_brokers) = match broker {
         Broker::Shared(script) => (RunningBroker::Shared(script), None),
         Broker::Untouched => (RunningBroker::Untouched, None),

@@ -13,7 +13,6 @@ mod one_get;
 mod private_broker;
 mod private_redis;
 mod projectors;
-mod proxy;
 mod query;
 mod rebuild;
 mod relay;
