@@ -250,3 +250,65 @@ async fn mysql_is_resharded_from_four_to_eight_databases_by_replay() {
     app.stop().await.unwrap();
     member_tests::mysql::drop_databases(&shards).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rebuild_and_verify_arguments_are_refused_with_a_clear_error_and_change_nothing() {
+    let (settings, pool, _data_dir) = isolated_settings().await;
+    let hostile = "member_t_x`; DROP DATABASE member; --";
+    let live = settings.mysql.databases[0].clone();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["rebuild", "--target", "nope"], "unknown"),
+        (
+            vec!["rebuild", "--target", "mysql", "--batch", "0"],
+            "batch",
+        ),
+        (
+            vec!["rebuild", "--target", "redis-a", "--databases", "a,b"],
+            "--target mysql",
+        ),
+        (
+            vec!["rebuild", "--target", "mysql", "--databases", &live],
+            "already in mysql.databases",
+        ),
+        (
+            vec!["rebuild", "--target", "mysql", "--databases", hostile],
+            "not a plain identifier",
+        ),
+        (
+            vec!["verify", "--target", "mysql; rm -rf /"],
+            "invalid value",
+        ),
+        (
+            vec!["verify", "--target", "mysql", "--sample", "-3"],
+            "unexpected argument '-3'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let ran = run_member(&settings, &args).await;
+        assert_ne!(ran.code, 0, "{args:?} must fail");
+        assert!(
+            ran.stderr.to_lowercase().contains(&expected.to_lowercase()),
+            "{args:?}: the error names the problem ({expected}): {}",
+            ran.stderr
+        );
+        assert!(
+            ran.stdout.is_empty(),
+            "{args:?} printed a report: {}",
+            ran.stdout
+        );
+    }
+    // Nothing was written: no event, and no database of any layout was created.
+    assert_eq!(member_tests::postgres::event_count(&pool).await, 0);
+    let mut admin = <sqlx::MySqlConnection as sqlx::Connection>::connect(&settings.mysql.url)
+        .await
+        .unwrap();
+    let created: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE 'member_t_x%' \
+         OR schema_name = ?",
+    )
+    .bind(&live)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(created, 0);
+}

@@ -75,14 +75,7 @@ impl TantivyIndex {
             for m in members {
                 writer.writer.delete_term(fields.member_term(m));
             }
-            writer
-                .writer
-                .commit()
-                .map_err(|e| tantivy_error(target, e))?;
-            writer
-                .committed
-                .reload()
-                .map_err(|e| tantivy_error(target, e))
+            writer.commit().map_err(|e| tantivy_error(target, e))
         })
         .await?;
         self.refresh().await
@@ -179,14 +172,7 @@ impl NextGeneration {
                 .writer
                 .as_mut()
                 .ok_or_else(|| SinkError::unavailable(target, "index closed"))?;
-            writer
-                .writer
-                .commit()
-                .map_err(|e| tantivy_error(target, e))?;
-            writer
-                .committed
-                .reload()
-                .map_err(|e| tantivy_error(target, e))
+            writer.commit().map_err(|e| tantivy_error(target, e))
         })
         .await
     }

@@ -73,6 +73,14 @@ struct Writer {
     committed: IndexReader,
 }
 
+impl Writer {
+    /// Commits what was queued and makes it visible to the write guard's reader.
+    fn commit(&mut self) -> Result<(), TantivyError> {
+        self.writer.commit()?;
+        self.committed.reload()
+    }
+}
+
 /// How an index follows the generation pointers (see [`generations`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -539,8 +547,7 @@ fn apply_blocking(
         written += 1;
     }
     if written > 0 {
-        state.writer.commit()?;
-        state.committed.reload()?;
+        state.commit()?;
     }
     Ok((written, docs.len() - written))
 }
