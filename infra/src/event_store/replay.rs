@@ -110,7 +110,9 @@ pub async fn holders_of(
     pool: &PgPool,
     keys: &[member_domain::IdentityKey],
 ) -> Result<HashMap<member_domain::IdentityKey, Uuid>, ReplayError> {
-    let texts: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let by_text: HashMap<String, &member_domain::IdentityKey> =
+        keys.iter().map(|k| (k.to_string(), k)).collect();
+    let texts: Vec<&String> = by_text.keys().collect();
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT identity_key, member_id FROM identity_owners
          WHERE identity_key = ANY($1) AND member_id IS NOT NULL",
@@ -120,11 +122,8 @@ pub async fn holders_of(
     .await?;
     let mut holders = HashMap::new();
     for (key, member) in rows {
-        if let (Some(k), Ok(m)) = (
-            keys.iter().find(|k| k.to_string() == key),
-            Uuid::parse_str(&member),
-        ) {
-            holders.insert(k.clone(), m);
+        if let (Some(k), Ok(m)) = (by_text.get(&key), Uuid::parse_str(&member)) {
+            holders.insert((*k).clone(), m);
         }
     }
     Ok(holders)
