@@ -133,6 +133,11 @@ impl<S: RecordSource> Projector<S> {
                 tracing::warn!(target = %target, error = %e, "offset commit failed");
             }
         }
+        // Release the store now rather than whenever the last handle to it is dropped: a
+        // tool started right after this projector stopped must find it free.
+        if let Err(e) = self.sink.close().await {
+            tracing::warn!(target = %target, error = %e, "closing the sink failed");
+        }
         tracing::info!(target = %target, "projector stopped");
     }
 

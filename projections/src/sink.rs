@@ -64,6 +64,13 @@ pub trait Sink: Send + Sync + 'static {
     /// Applies a batch (in Kafka order per member; members interleaved) under the guards above,
     /// and returns once it is durable.
     async fn apply(&self, records: &[MemberRecord]) -> Result<(), SinkError>;
+
+    /// Releases what the sink holds exclusively (an embedded index's writer and its lock file)
+    /// once its projector has stopped, so that another process (a rebuild, a verify, the next
+    /// projector) can open the store at once. Reads keep working; later applies may fail.
+    async fn close(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// Serves member documents from one read store.

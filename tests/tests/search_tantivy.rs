@@ -10,6 +10,9 @@ use member_infra::config::Settings;
 use member_infra::search::tantivy::{cluster_dir, generations};
 use member_infra::search::{SearchCluster, SearchError, SearchIndex, TantivyIndex};
 use member_projections::fixtures::MemberHistory;
+use member_projections::projector::{
+    Projector, ProjectorSettings, RecordSource, SourceBatch, SourceError,
+};
 use member_projections::{MemberDocument, MemberReader, MemberRecord, Sink};
 use uuid::Uuid;
 
@@ -189,6 +192,51 @@ async fn one_writer_per_index() {
         .await
         .unwrap();
     again.close().await.unwrap();
+}
+
+/// A source with nothing to deliver (the projector idles until it is stopped).
+struct Idle;
+
+#[async_trait::async_trait]
+impl RecordSource for Idle {
+    async fn next_batch(&mut self, _: usize, wait: Duration) -> Result<SourceBatch, SourceError> {
+        tokio::time::sleep(wait).await;
+        Ok(SourceBatch::default())
+    }
+
+    async fn commit(&mut self, _: &SourceBatch) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_projector_releases_the_index_while_readers_still_hold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = std::sync::Arc::new(
+        TantivyIndex::open(dir.path(), SearchCluster::Primary, REFRESH)
+            .await
+            .unwrap(),
+    );
+    let c = random_card();
+    let (id, h) = member_with(&c);
+    index.apply(h.records()).await.unwrap();
+    index.refresh().await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let projector = Projector::new(Idle, index.clone(), ProjectorSettings::default());
+    let running = tokio::spawn(projector.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    // `index` (a reader's handle, as the query API keeps one) is still alive: the writer's
+    // lock must be free anyway, at once, for the tool that starts after the projector.
+    let next = TantivyIndex::open(dir.path(), SearchCluster::Primary, NEVER)
+        .await
+        .expect("the stopped projector released the writer");
+    assert_eq!(index.by_id(id).await.unwrap().as_ref(), Some(last(&h)));
+    assert_eq!(next.by_id(id).await.unwrap().as_ref(), Some(last(&h)));
+    next.close().await.unwrap();
 }
 
 fn tantivy_settings(data_dir: &Path) -> Settings {

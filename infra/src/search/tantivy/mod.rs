@@ -192,7 +192,7 @@ impl TantivyIndex {
             })),
             searcher: RwLock::new(opened.searcher),
         });
-        let refresher = tokio::spawn(refresh_every(refresh, shared.clone()));
+        let refresher = tokio::spawn(refresh_every(refresh, Arc::downgrade(&shared)));
         tracing::info!(
             target: "member::search",
             cluster = target,
@@ -337,13 +337,18 @@ fn open_blocking(dir: &Path, writable: bool) -> Result<Opened, OpenError> {
 }
 
 /// Reloads the near-real-time reader every `period`, and (for a live index) follows a rebuild's
-/// hand-over, until the index is dropped or closed (which abort this task).
-async fn refresh_every(period: Duration, shared: Arc<Shared>) {
-    let target = shared.cluster.target();
+/// hand-over, until the index is dropped or closed (which abort this task). It holds the index
+/// only while it works on a tick, so that dropping the last handle releases the writer (and its
+/// lock file) then, not whenever the runtime gets round to dropping this aborted task.
+async fn refresh_every(period: Duration, shared: std::sync::Weak<Shared>) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let target = shared.cluster.target();
         let reader = shared
             .searcher
             .read()
@@ -454,6 +459,10 @@ fn tantivy_error(target: &str, error: TantivyError) -> SinkError {
 impl Sink for TantivyIndex {
     fn target(&self) -> &str {
         self.shared.cluster.target()
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        TantivyIndex::close(self).await
     }
 
     async fn apply(&self, records: &[MemberRecord]) -> Result<(), SinkError> {
