@@ -89,7 +89,7 @@ impl App {
 
         let command_api = match (roles.contains(&Role::CommandApi), &pool) {
             (true, Some(pool)) => {
-                Some(CommandApi::build(pool.clone(), settings.command_api.listen).await?)
+                Some(CommandApi::build(pool.clone(), &settings.command_api).await?)
             }
             _ => None,
         };

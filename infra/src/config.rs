@@ -22,7 +22,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub kafka: KafkaSettings,
     pub search: SearchSettings,
-    pub command_api: ApiSettings,
+    pub command_api: CommandApiSettings,
     pub query_api: QueryApiSettings,
     pub relay: RelaySettings,
     pub projector: ProjectorSettings,
@@ -103,10 +103,17 @@ pub struct ElasticsearchSettings {
     pub index_prefix: String,
 }
 
+/// `[command_api]`: the write side.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiSettings {
+pub struct CommandApiSettings {
     pub listen: SocketAddr,
+    /// How many members the command path keeps as it last wrote them, to decide the next
+    /// command on one of them without reading its events back (0: off). A guess that the append
+    /// confirms; see infra/src/event_store/member_cache.rs.
+    pub member_cache_capacity: u64,
+    /// How long an unused member stays in that cache, in seconds.
+    pub member_cache_idle_seconds: u64,
 }
 
 /// `[query_api]`: the read side (see docs/decisions/0007-query-path.md).

@@ -30,7 +30,13 @@ pub async fn spawn_command_api() -> TestApp {
 }
 
 pub async fn spawn_command_api_on(pool: PgPool) -> TestApp {
-    let api = CommandApi::build(pool.clone(), "127.0.0.1:0".parse().unwrap())
+    // As shipped: the member cache on, so every command test also runs through it.
+    let settings = member_infra::config::CommandApiSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        member_cache_capacity: 10_000,
+        member_cache_idle_seconds: 300,
+    };
+    let api = CommandApi::build(pool.clone(), &settings)
         .await
         .expect("command api binds");
     let addr = api.local_addr();

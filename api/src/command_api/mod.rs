@@ -15,8 +15,10 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, post};
 use axum::Router;
+use member_infra::config::CommandApiSettings;
 use member_infra::event_store::commands::CommandService;
 use member_infra::event_store::idempotency::IdempotencyStore;
+use member_infra::event_store::member_cache::MemberCache;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -72,9 +74,14 @@ pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl CommandApi {
     /// Binds the listener (port 0 picks a free port, as tests do).
-    pub async fn build(pool: PgPool, listen: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn build(pool: PgPool, settings: &CommandApiSettings) -> anyhow::Result<Self> {
+        let listen = settings.listen;
+        let cache = MemberCache::new(
+            settings.member_cache_capacity,
+            Duration::from_secs(settings.member_cache_idle_seconds),
+        );
         let state = AppState {
-            commands: CommandService::new(pool.clone()),
+            commands: CommandService::with_cache(pool.clone(), cache),
             idempotency: IdempotencyStore::new(pool.clone()),
             pool,
         };

@@ -1,18 +1,22 @@
 //! Executing member commands against the event store.
 //!
-//! cqrs-es loads the aggregate and commits its events through postgres-es. The commit's
+//! cqrs-es decides on the aggregate (read from the event store, or from the member cache when
+//! this process wrote the member recently; see [`MemberCache`]) and commits its events in one
+//! statement ([`MemberEventRepository`]). The commit's
 //! transaction also runs the `member_events_before_insert` trigger (migration 0002), which claims
 //! bound identities in `identity_owners` and records idempotency keys, so a command either
 //! appends all of its events with its identities claimed, or nothing.
 
 use std::collections::HashMap;
 
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use member_domain::{Identity, Member, MemberCommand, MemberError};
-use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::append::MemberEventRepository;
+use super::member_cache::{CachedMember, MemberCache};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -63,19 +67,39 @@ pub struct Executed {
     pub appended: usize,
 }
 
-type MemberStore = PersistedEventStore<PostgresEventRepository, Member>;
+type MemberStore = PersistedEventStore<MemberEventRepository, Member>;
 
 /// Executes member commands. Cheap to clone.
 #[derive(Clone)]
 pub struct CommandService {
     store: std::sync::Arc<MemberStore>,
+    cache: MemberCache,
+}
+
+/// Where the state a command was decided on came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Basis {
+    /// Read from the event store for this attempt: the truth as of the read.
+    Loaded,
+    /// The member cache, or "no such member yet" for a registration: a guess that only an
+    /// append can confirm.
+    Guessed,
 }
 
 impl CommandService {
+    /// A service without a member cache: every command reads its member's events first. What
+    /// the operator tools use, which write each member once.
     pub fn new(pool: PgPool) -> Self {
-        let repo = PostgresEventRepository::new(pool);
+        Self::with_cache(pool, MemberCache::disabled())
+    }
+
+    /// A service that decides commands on members it wrote recently from `cache` (see
+    /// [`MemberCache`]); what the command API uses.
+    pub fn with_cache(pool: PgPool, cache: MemberCache) -> Self {
+        let repo = MemberEventRepository::new(pool);
         Self {
             store: std::sync::Arc::new(PersistedEventStore::new_event_store(repo)),
+            cache,
         }
     }
 
@@ -99,25 +123,27 @@ impl CommandService {
         idempotency: Option<&IdempotencyTag>,
         mut metadata: HashMap<String, String>,
     ) -> Result<Executed, CommandError> {
-        let aggregate_id = member_id.to_string();
         if let Some(tag) = idempotency {
             metadata.insert("idempotency_key".to_owned(), tag.key.clone());
             metadata.insert("request_hash".to_owned(), tag.request_hash.clone());
             metadata.insert("success_status".to_owned(), tag.success_status.to_string());
         }
+        // The first attempt may decide on a guess; a guess that turns out wrong costs one more
+        // attempt, which reads the event store.
+        let mut may_guess = true;
         for attempt in 1..=CONFLICT_ATTEMPTS {
-            let mut context = self
-                .store
-                .load_aggregate(&aggregate_id)
-                .await
-                .map_err(store_error)?;
+            let (mut context, basis) = self.context(member_id, &command, may_guess).await?;
+            may_guess = false;
             let sink = cqrs_es::event_sink::EventSink::<Member>::default();
-            context
-                .aggregate
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(CommandError::Rejected)?;
+            let decided = context.aggregate.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
+            if basis == Basis::Guessed && (decided.is_err() || events.is_empty()) {
+                // Nothing would be appended, so nothing would check the guess: decide again on
+                // the event store's state.
+                self.cache.forget(&member_id);
+                continue;
+            }
+            decided.map_err(CommandError::Rejected)?;
             if events.is_empty() {
                 return Ok(Executed {
                     member_id,
@@ -125,9 +151,18 @@ impl CommandService {
                     appended: 0,
                 });
             }
+            // `handle` applied the events to the aggregate as it decided them.
+            let after = context.aggregate.clone();
             match self.store.commit(events, context, metadata.clone()).await {
                 Ok(committed) => {
                     let version = committed.last().map(|e| e.sequence as u64).unwrap_or(0);
+                    self.cache.put(
+                        member_id,
+                        CachedMember {
+                            member: after,
+                            sequence: version as usize,
+                        },
+                    );
                     return Ok(Executed {
                         member_id,
                         version,
@@ -135,16 +170,62 @@ impl CommandService {
                     });
                 }
                 Err(AggregateError::AggregateConflict) => {
+                    self.cache.forget(&member_id);
                     tracing::debug!(
                         attempt,
                         "lost a concurrent write on the member, re-deciding"
                     );
                     continue;
                 }
-                Err(err) => return Err(commit_error(err, &command)),
+                Err(err) => {
+                    self.cache.forget(&member_id);
+                    let err = commit_error(err, &command);
+                    // A refusal by the trigger (identity owned elsewhere, an unbind of what the
+                    // store says is not held) may only mean the guess was stale.
+                    if basis == Basis::Guessed && !matches!(err, CommandError::Unavailable(_)) {
+                        continue;
+                    }
+                    return Err(err);
+                }
             }
         }
         Err(CommandError::Conflict)
+    }
+
+    /// The state to decide `command` on: the cached member, or for a registration of a member
+    /// this process has never seen, an empty one (registrations carry fresh ids); otherwise, and
+    /// whenever `may_guess` is false, the member's events read from the store.
+    async fn context(
+        &self,
+        member_id: Uuid,
+        command: &MemberCommand,
+        may_guess: bool,
+    ) -> Result<(EventStoreAggregateContext<Member>, Basis), CommandError> {
+        let aggregate_id = member_id.to_string();
+        if may_guess {
+            let guess = match self.cache.get(&member_id) {
+                Some(cached) => Some((cached.member.clone(), cached.sequence)),
+                None if matches!(command, MemberCommand::Register { .. }) => {
+                    Some((Member::default(), 0))
+                }
+                None => None,
+            };
+            if let Some((aggregate, current_sequence)) = guess {
+                let context = EventStoreAggregateContext {
+                    aggregate_id,
+                    aggregate,
+                    current_sequence,
+                    current_snapshot: None,
+                };
+                return Ok((context, Basis::Guessed));
+            }
+        }
+        let context = self
+            .store
+            .load_aggregate(&aggregate_id)
+            .await
+            .map_err(store_error)?;
+        Ok((context, Basis::Loaded))
     }
 }
 

@@ -2,10 +2,14 @@
 //!
 //! - [`commands`]: executes member commands: load, decide, append, with the cross-member
 //!   uniqueness rule enforced by the database in the append's transaction;
-//! - [`idempotency`]: the first outcome of each command sent with an idempotency key.
+//! - [`idempotency`]: the first outcome of each command sent with an idempotency key;
+//! - [`append`]: the event repository (postgres-es reads, a one-statement append);
+//! - [`member_cache`]: members the command path wrote recently, a guess an append confirms.
 
+pub mod append;
 pub mod commands;
 pub mod idempotency;
+pub mod member_cache;
 pub mod replay;
 
 use std::time::Duration;
@@ -25,6 +29,11 @@ pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error>
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out by default: one more round trip per
+        // statement, which on the command path (one statement per command) doubled them. A
+        // connection that died meanwhile fails its statement instead; every caller already
+        // treats that as "unavailable, retry" (503 on the command API, backoff elsewhere).
+        .test_before_acquire(false)
         .connect_with(options)
         .await
 }
