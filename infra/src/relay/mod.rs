@@ -4,8 +4,9 @@
 //! Loop: read the next batch after the checkpoint in `(txid, position)` order, restricted to
 //! transactions below the current snapshot's xmin (all of them have ended, so no event can still
 //! appear before the checkpoint); build one record per event (envelope + document after it);
-//! produce them keyed by member id with an idempotent producer; once every record of the batch is
-//! acknowledged, store the checkpoint. A crash anywhere re-publishes at most the unacknowledged
+//! produce them keyed by member id; once every record of the batch is acknowledged, store the
+//! checkpoint. The next batch is read and enqueued while the broker acknowledges the previous
+//! one (two in flight); checkpoints still move in order. A crash anywhere re-publishes at most the unacknowledged
 //! batch: at-least-once, and consumers are idempotent. See docs/decisions/0002-relay-ordering.md.
 
 mod checkpoint;
@@ -13,13 +14,14 @@ pub mod publisher;
 mod reader;
 mod records;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use member_projections::projector::backoff;
 use sqlx::PgPool;
 
 pub use checkpoint::Checkpoint;
-pub use publisher::Publisher;
+pub use publisher::{Deliveries, Publisher};
 pub use reader::{EventRow, EventStoreReader};
 
 use crate::config::{KafkaSettings, RelaySettings};
@@ -63,35 +65,60 @@ impl Relay {
         })
     }
 
-    /// Publishes one batch; returns how many events it published (0: caught up).
+    /// Publishes one batch and waits for it; returns how many events it published (0: caught
+    /// up). [`run`](Self::run) does the same with batches overlapping.
     pub async fn step(&self) -> Result<usize, RelayError> {
         let from = Checkpoint::load(self.reader.pool(), &self.name).await?;
+        let Some(batch) = self.read(from).await? else {
+            return Ok(0);
+        };
+        let deliveries = self.publisher.enqueue(&batch.records).await?;
+        deliveries.acknowledged().await?;
+        self.acknowledge(&batch).await?;
+        Ok(batch.events)
+    }
+
+    /// The next batch after `from` with its records built, `None` when there is none yet.
+    async fn read(&self, from: Checkpoint) -> Result<Option<Batch>, RelayError> {
         let rows = self.reader.next_batch(from, self.batch_size).await?;
         let Some(last) = rows.last() else {
             metrics::gauge!("member_relay_lag_events").set(0.0);
             metrics::gauge!("member_relay_lag_seconds").set(0.0);
-            return Ok(0);
+            return Ok(None);
         };
         let to = Checkpoint {
             txid: last.txid,
             position: last.position,
         };
-        let oldest = rows[0].recorded_at;
-        let records = records::build(&self.reader, &rows).await?;
-        self.publisher.publish(&records).await?;
-        to.store(self.reader.pool(), &self.name).await?;
-        metrics::counter!("member_relay_events_total").increment(rows.len() as u64);
+        Ok(Some(Batch {
+            to,
+            oldest: rows[0].recorded_at,
+            events: rows.len(),
+            records: records::build(&self.reader, &rows).await?,
+            read_at: Instant::now(),
+        }))
+    }
+
+    /// Stores the checkpoint after a batch the broker acknowledged whole.
+    async fn acknowledge(&self, batch: &Batch) -> Result<(), RelayError> {
+        batch.to.store(self.reader.pool(), &self.name).await?;
+        metrics::counter!("member_relay_events_total").increment(batch.events as u64);
+        metrics::histogram!("member_relay_batch_seconds")
+            .record(batch.read_at.elapsed().as_secs_f64());
         if self.lag_due() {
-            let behind = self.reader.events_after(to).await?;
+            let behind = self.reader.events_after(batch.to).await?;
             metrics::gauge!("member_relay_lag_events").set(behind as f64);
             let seconds = if behind > 0 {
-                (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+                (chrono::Utc::now() - batch.oldest)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0
             } else {
                 0.0
             };
             metrics::gauge!("member_relay_lag_seconds").set(seconds);
         }
-        Ok(rows.len())
+        Ok(())
     }
 
     fn lag_due(&self) -> bool {
@@ -111,39 +138,135 @@ impl Relay {
     /// Runs until `shutdown` resolves. Failures (database or broker down) are retried with
     /// exponential backoff and jitter, from the last stored checkpoint.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+        let mut shutdown = Shutdown {
+            signal: std::pin::pin!(shutdown),
+            drain_until: None,
+        };
         if let Err(e) =
             crate::kafka::ensure_topic(self.publisher.settings(), self.publisher.topic()).await
         {
             tracing::warn!(error = %e, "could not ensure the topic exists; producing anyway");
         }
         let mut failures: u32 = 0;
-        loop {
-            let started = Instant::now();
-            let pause = tokio::select! {
-                _ = &mut shutdown => break,
-                outcome = self.step() => match outcome {
-                    Ok(n) => {
-                        failures = 0;
-                        metrics::histogram!("member_relay_batch_seconds").record(started.elapsed().as_secs_f64());
-                        if n == 0 { self.idle_poll } else { Duration::ZERO }
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let pause = backoff(failures);
-                        tracing::warn!(error = %e, failures, retry_in_ms = pause.as_millis() as u64, "relay step failed");
-                        metrics::counter!("member_relay_failures_total").increment(1);
-                        pause
-                    }
-                }
+        while !shutdown.fired() {
+            let Err(e) = self.pipeline(&mut shutdown, &mut failures).await else {
+                break;
             };
-            if !pause.is_zero() {
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-            }
+            failures += 1;
+            let pause = backoff(failures);
+            tracing::warn!(error = %e, failures, retry_in_ms = pause.as_millis() as u64, "relay step failed");
+            metrics::counter!("member_relay_failures_total").increment(1);
+            shutdown.sleep(pause).await;
         }
         tracing::info!(relay = %self.name, "relay stopped");
+    }
+
+    /// Publishes from the stored checkpoint on, with up to [`IN_FLIGHT_BATCHES`] batches handed
+    /// to the producer at once: the next batch is read, built and enqueued while the broker
+    /// acknowledges the previous one, so neither the event store nor the broker waits for the
+    /// other. Checkpoints are still stored in order, each only once its whole batch is
+    /// acknowledged; an error drops what is in flight, and the caller starts again from the
+    /// stored checkpoint (at-least-once; the projectors' guards ignore the repeats).
+    ///
+    /// Returns `Ok` once `shutdown` fired and the batches already enqueued were acknowledged,
+    /// or [`DRAIN_GRACE`] passed (what was not acknowledged is published again on the next start).
+    async fn pipeline<F: std::future::Future<Output = ()>>(
+        &self,
+        shutdown: &mut Shutdown<'_, F>,
+        failures: &mut u32,
+    ) -> Result<(), RelayError> {
+        let mut cursor = Checkpoint::load(self.reader.pool(), &self.name).await?;
+        let mut in_flight: VecDeque<(Batch, Deliveries)> = VecDeque::new();
+        loop {
+            if !shutdown.fired() && in_flight.len() < IN_FLIGHT_BATCHES {
+                if let Some(read) = shutdown.unless_fired(self.read(cursor)).await {
+                    if let Some(batch) = read? {
+                        let deliveries = self.publisher.enqueue(&batch.records).await?;
+                        cursor = batch.to;
+                        in_flight.push_back((batch, deliveries));
+                        continue;
+                    }
+                }
+            }
+            match in_flight.pop_front() {
+                Some((batch, deliveries)) => {
+                    let Some(acknowledged) = shutdown.drained(deliveries.acknowledged()).await
+                    else {
+                        return Ok(());
+                    };
+                    acknowledged?;
+                    self.acknowledge(&batch).await?;
+                    *failures = 0;
+                }
+                None if shutdown.fired() => return Ok(()),
+                None => shutdown.sleep(self.idle_poll).await,
+            }
+        }
+    }
+}
+
+/// How many batches the relay hands to the producer before waiting for the first one's
+/// acknowledgement. Two keep the broker busy while the next batch is read; more only queue up
+/// in the producer.
+const IN_FLIGHT_BATCHES: usize = 2;
+
+/// How long a stopping relay waits for the acknowledgements of what it already enqueued.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// A batch read from the event store, its records built.
+struct Batch {
+    /// The checkpoint once the batch is acknowledged.
+    to: Checkpoint,
+    oldest: chrono::DateTime<chrono::Utc>,
+    events: usize,
+    records: Vec<member_projections::MemberRecord>,
+    read_at: Instant,
+}
+
+/// The shutdown future, polled until it fires and never after, and the drain deadline it set.
+struct Shutdown<'a, F> {
+    signal: std::pin::Pin<&'a mut F>,
+    drain_until: Option<tokio::time::Instant>,
+}
+
+impl<F: std::future::Future<Output = ()>> Shutdown<'_, F> {
+    fn fired(&self) -> bool {
+        self.drain_until.is_some()
+    }
+
+    /// Polls the signal alongside other work; once it fires, the drain deadline is set.
+    async fn fire(signal: std::pin::Pin<&mut F>, drain_until: &mut Option<tokio::time::Instant>) {
+        signal.await;
+        *drain_until = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+    }
+
+    /// `work`'s output, or `None` when the shutdown fires first (the work is dropped).
+    async fn unless_fired<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        if self.fired() {
+            return None;
+        }
+        tokio::select! {
+            out = work => Some(out),
+            _ = Self::fire(self.signal.as_mut(), &mut self.drain_until) => None,
+        }
+    }
+
+    /// `work`'s output; after the shutdown fired (before or during the work), only if it ends
+    /// within the drain grace.
+    async fn drained<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        if !self.fired() {
+            tokio::select! {
+                out = work.as_mut() => return Some(out),
+                _ = Self::fire(self.signal.as_mut(), &mut self.drain_until) => {}
+            }
+        }
+        let deadline = self.drain_until?;
+        tokio::time::timeout_at(deadline, work).await.ok()
+    }
+
+    /// Sleeps for `pause`, or less when the shutdown fires meanwhile.
+    async fn sleep(&mut self, pause: Duration) {
+        self.unless_fired(tokio::time::sleep(pause)).await;
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use member_projections::MemberRecord;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::config::KafkaSettings;
 
@@ -63,6 +63,12 @@ impl Publisher {
     /// Produces every record, keyed by member id, and waits until the broker acknowledged all of
     /// them. Records are enqueued in order, so per-key order is the batch's order.
     pub async fn publish(&self, records: &[MemberRecord]) -> Result<(), KafkaError> {
+        self.enqueue(records).await?.acknowledged().await
+    }
+
+    /// Hands every record to the producer, in order, without waiting for the broker: a batch
+    /// enqueued after this one is delivered after it on each partition.
+    pub async fn enqueue(&self, records: &[MemberRecord]) -> Result<Deliveries, KafkaError> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
             let key = record.event.member_id.to_string();
@@ -75,14 +81,25 @@ impl Publisher {
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        // The in-flight window is full: let deliveries drain.
+                        // The producer's queue is full: let deliveries drain.
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) => return Err(e),
                 }
             }
         }
-        for delivery in deliveries {
+        Ok(Deliveries(deliveries))
+    }
+}
+
+/// The pending acknowledgements of an enqueued batch.
+pub struct Deliveries(Vec<DeliveryFuture>);
+
+impl Deliveries {
+    /// Waits until the broker acknowledged every record (or one of them failed for good, after
+    /// the producer's own retries and `message.timeout.ms`).
+    pub async fn acknowledged(self) -> Result<(), KafkaError> {
+        for delivery in self.0 {
             match delivery.await {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(e),
