@@ -24,6 +24,7 @@ pub struct TestStore {
     store: MemoryStore,
     target: String,
     reads: AtomicUsize,
+    identity_reads: AtomicUsize,
     delay_ms: AtomicU64,
     fills_written: AtomicUsize,
     fences: Mutex<HashMap<Uuid, u64>>,
@@ -35,6 +36,7 @@ impl TestStore {
             store: MemoryStore::new(target),
             target: target.to_owned(),
             reads: AtomicUsize::new(0),
+            identity_reads: AtomicUsize::new(0),
             delay_ms: AtomicU64::new(0),
             fills_written: AtomicUsize::new(0),
             fences: Mutex::new(HashMap::new()),
@@ -59,6 +61,11 @@ impl TestStore {
     /// Reads that reached this store (counted even while it is down).
     pub fn reads(&self) -> usize {
         self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Reads through the identity index (`by_identity`; two round trips on Redis).
+    pub fn identity_reads(&self) -> usize {
+        self.identity_reads.load(Ordering::SeqCst)
     }
 
     pub fn fills_written(&self) -> usize {
@@ -104,6 +111,7 @@ impl MemberReader for TestStore {
     }
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError> {
+        self.identity_reads.fetch_add(1, Ordering::SeqCst);
         self.before_read().await;
         self.store.by_identity(key).await
     }

@@ -725,6 +725,34 @@ async fn metrics_show_where_reads_are_served_from() {
 }
 
 #[tokio::test]
+async fn a_repeated_identity_lookup_reads_the_owner_it_served_by_id() {
+    let app = spawn_query_api().await;
+    let (id, h, mobile) = member();
+    app.stores.apply_all(h.records()).await;
+    let path = format!("/v1/members?kind=mobile&value={mobile}");
+    let first = get(&app, Some(ORDER), &path).await;
+    assert_eq!(
+        (first.body["member_id"].clone(), first.served_from()),
+        (json!(id), "redis-a")
+    );
+    assert_eq!(app.stores.redis_a.identity_reads(), 1);
+    // The second lookup knows the owner: one read of its document by id (one round trip on
+    // Redis), not the identity entry and then the document.
+    let second = get(&app, Some(ORDER), &path).await;
+    assert_eq!(
+        (second.body["member_id"].clone(), second.served_from()),
+        (json!(id), "redis-a")
+    );
+    assert_eq!(
+        app.stores.redis_a.identity_reads(),
+        1,
+        "no identity-index read"
+    );
+    assert_eq!(app.stores.redis_a.reads(), 2);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_lagging_store_cannot_take_back_an_identity_that_moved() {
     let app = spawn_query_api().await;
     let card = Identity::parse("elong_card", &digits(12), None, None).unwrap();

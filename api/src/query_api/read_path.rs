@@ -55,10 +55,32 @@ impl Lookup {
         }
     }
 
-    async fn read(&self, reader: &dyn MemberReader) -> Result<Option<MemberDocument>, SinkError> {
+    /// Reads the lookup from one backend. `owner` is the member (and the identity's ownership
+    /// generation) this process last served for an identity: its document is read by id first,
+    /// one round trip where the identity index costs two (entry, then document), and served if
+    /// it still lists the identity at that generation or a later one. Anything else (the member
+    /// let the identity go, the document is not there) goes through the identity index as if
+    /// there were no hint, so a hint can cost a read but never change an answer.
+    async fn read(
+        &self,
+        reader: &dyn MemberReader,
+        owner: Option<(Uuid, u64)>,
+    ) -> Result<Option<MemberDocument>, SinkError> {
         match self {
             Lookup::Id(id) => reader.by_id(*id).await,
-            Lookup::Identity(key) => reader.by_identity(key).await,
+            Lookup::Identity(key) => {
+                if let Some((member_id, generation)) = owner {
+                    let hinted = reader
+                        .by_id(member_id)
+                        .await?
+                        .filter(|doc| doc.generation_of(key).is_some_and(|g| g >= generation));
+                    metrics::cache("owner-hint", hinted.is_some());
+                    if hinted.is_some() {
+                        return Ok(hinted);
+                    }
+                }
+                reader.by_identity(key).await
+            }
         }
     }
 
@@ -142,6 +164,10 @@ impl ReadPath {
         let mut behind_member: Option<Uuid> = None;
         let mut negative = false;
         let mut local_needs_fill = false;
+        let owner = match lookup {
+            Lookup::Identity(_) => self.owners.get(&lookup.key()),
+            Lookup::Id(_) => None,
+        };
         for target in self.registry.chain(class) {
             let backend = self.registry.backend(target);
             if backend.faulted() {
@@ -153,7 +179,8 @@ impl ReadPath {
                 continue;
             }
             let started = Instant::now();
-            let result = tokio::time::timeout(backend.timeout, lookup.read(&*backend.reader)).await;
+            let result =
+                tokio::time::timeout(backend.timeout, lookup.read(&*backend.reader, owner)).await;
             let latency = started.elapsed();
             metrics::backend_latency(target, latency);
             metrics::backend_request(target, class_name);
