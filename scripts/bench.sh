@@ -45,8 +45,11 @@ main() {
   only="${only//,rebuild/}"
   only="${only//rebuild,/}"
   if [[ "$only" != rebuild ]]; then
-    bench_info "running: $BENCH_BIN run --only $only --seconds $BENCH_SECONDS"
-    (cd "$REPO_DIR" && "$BENCH_BIN" run --only "$only" --seconds "$BENCH_SECONDS" \
+    # A private broker on fresh storage (BENCH_BROKER=shared: the stack's broker).
+    local broker=(--tansu-bin "$TANSU_BIN")
+    [[ "${BENCH_BROKER:-private}" == shared ]] && broker=()
+    bench_info "running: $BENCH_BIN run --only $only --seconds $BENCH_SECONDS ${broker[*]}"
+    (cd "$REPO_DIR" && "$BENCH_BIN" run --only "$only" --seconds "$BENCH_SECONDS" "${broker[@]}" \
       --member-bin "$MEMBER_BIN" --work-dir "$BENCH_WORK" --facts "$BENCH_WORK/facts.md" --doc "$BENCH_DOC")
   fi
   if wants rebuild; then

@@ -26,7 +26,7 @@ pub struct Isolated {
 
 /// How the environment points at the shared servers (Redis A and MariaDB can be put behind a
 /// proxy by the drill).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Overrides {
     pub redis_a_url: Option<String>,
     pub mysql_url: Option<String>,

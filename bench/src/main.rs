@@ -65,6 +65,11 @@ enum Command {
         /// Client concurrencies of the command benchmark.
         #[arg(long, value_delimiter = ',', default_value = "4,16,64")]
         concurrency: Vec<usize>,
+        /// Run a private tansu broker (this binary) on fresh storage for the run, instead of
+        /// the shared one: the shared broker's storage grows with every test run and slows
+        /// down, which made runs incomparable (and once unresponsive).
+        #[arg(long)]
+        tansu_bin: Option<PathBuf>,
     },
     /// The one-Redis-GET baseline HTTP server (axum + redis, the query API's stack).
     OneGetServer {
@@ -112,7 +117,14 @@ fn main() -> anyhow::Result<()> {
             only,
             seconds,
             concurrency,
-        } => runtime.block_on(run::run(common, &only, seconds, &concurrency)),
+            tansu_bin,
+        } => runtime.block_on(run::run(
+            common,
+            &only,
+            seconds,
+            &concurrency,
+            tansu_bin.as_deref(),
+        )),
         Command::OneGetServer { listen, redis } => runtime.block_on(one_get::serve(listen, &redis)),
         Command::Rebuild { common, members } => runtime.block_on(rebuild::run(common, members)),
         Command::Drill {

@@ -147,7 +147,10 @@ pub async fn run_relay(
     let done = loop {
         let size = {
             let kafka = kafka.clone();
-            tokio::task::spawn_blocking(move || topic_size(&kafka)).await??
+            // A metadata timeout (busy broker) is "unknown": asked again 50 ms later.
+            tokio::task::spawn_blocking(move || topic_size(&kafka))
+                .await?
+                .unwrap_or(0)
         };
         if size > 0 && first.is_none() {
             first = Some((Instant::now(), size));

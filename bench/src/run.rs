@@ -24,10 +24,29 @@ pub async fn run(
     only: &str,
     seconds: u64,
     concurrency: &[usize],
+    tansu_bin: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&common.work_dir)?;
     let mut report = Report::default();
-    let outcome = measure(&common, only, seconds, concurrency, &mut report).await;
+    // Kept alive until the run is over; stopped on drop.
+    let broker = match tansu_bin {
+        Some(bin) => {
+            let dir = std::fs::canonicalize(&common.work_dir)?.join(format!(
+                "bench-broker-{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S")
+            ));
+            let broker = crate::private_broker::PrivateBroker::start(bin, &dir)?;
+            report.command(broker.command_line());
+            Some(broker)
+        }
+        None => None,
+    };
+    let overrides = Overrides {
+        kafka_brokers: broker.as_ref().map(|b| b.brokers()),
+        ..Overrides::default()
+    };
+    let outcome = measure(&common, only, seconds, concurrency, &overrides, &mut report).await;
+    drop(broker);
     if let Err(e) = &outcome {
         report.note(format!("the run stopped early: {e:#}"));
     }
@@ -45,12 +64,13 @@ async fn measure(
     only: &str,
     seconds: u64,
     concurrency: &[usize],
+    overrides: &Overrides,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let member_bin = std::fs::canonicalize(&common.member_bin)
         .with_context(|| format!("{} (cargo build --release)", common.member_bin.display()))?;
     let me = std::env::current_exe()?;
-    let env = Isolated::create(&common.work_dir, "run", Overrides::default()).await?;
+    let env = Isolated::create(&common.work_dir, "run", overrides.clone()).await?;
     report.note(format!(
         "isolated environment `{}`: event store member_bench_{}, MariaDB member_b_{}_*, topic member.bench.{}, private Redis A/B on ports {}/{}",
         env.tag, env.tag, env.tag, env.tag, env.redis_a.port(), env.redis_b.port()
@@ -99,7 +119,11 @@ async fn measure(
             .await?;
             let rss_commands = app.peak_rss_mib()?;
             if wanted(only, "query") {
-                wait_projected(&env, Duration::from_secs(180)).await?;
+                let waited = wait_projected(&env, Duration::from_secs(300)).await?;
+                report.note(format!(
+                    "query: the relay and the six projectors caught up with the command benchmark's writes {:.1} s after it ended",
+                    waited.as_secs_f64()
+                ));
                 crate::query::bench(report, &env, &members, &me, seconds).await?;
             }
             let rss = app.peak_rss_mib()?;
@@ -146,7 +170,7 @@ async fn measure(
     env.drop_databases(&extra_pg, &extra_mysql).await;
     result?;
     if wanted(only, "freshness") {
-        let fresh = Isolated::create(&common.work_dir, "fresh", Overrides::default()).await?;
+        let fresh = Isolated::create(&common.work_dir, "fresh", overrides.clone()).await?;
         let r = crate::freshness::bench(report, &fresh, seconds).await;
         fresh.drop_databases(&[], &[]).await;
         r?;
@@ -156,16 +180,21 @@ async fn measure(
 }
 
 /// Waits until every projector of `member run` consumed the whole topic.
-async fn wait_projected(env: &Isolated, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until every event is published and every projector caught up; returns how long that took.
+async fn wait_projected(env: &Isolated, timeout: Duration) -> anyhow::Result<Duration> {
     let deadline = tokio::time::Instant::now() + timeout;
     let pool = env.pg_pool().await?;
     let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await?;
+    let started = tokio::time::Instant::now();
     loop {
         let kafka = env.settings.kafka.clone();
-        let published =
-            tokio::task::spawn_blocking(move || crate::relay::topic_size(&kafka)).await??;
+        // A broker busy with the backlog the commands left may not answer metadata within its
+        // timeout: that is "not yet", until the deadline.
+        let published = tokio::task::spawn_blocking(move || crate::relay::topic_size(&kafka))
+            .await?
+            .unwrap_or(-1);
         let all = env.settings.clone();
         let behind: u64 = tokio::task::spawn_blocking(move || {
             member_projections::Target::ALL
@@ -178,7 +207,7 @@ async fn wait_projected(env: &Isolated, timeout: Duration) -> anyhow::Result<()>
         })
         .await?;
         if behind == 0 && published >= events {
-            return Ok(());
+            return Ok(started.elapsed());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
