@@ -106,3 +106,75 @@ async fn a_transaction_committing_late_is_never_skipped() {
         Some((true, 1))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overlapping_run_publishes_everything_in_order_and_stops_at_its_last_acknowledged_batch(
+) {
+    let pool = fresh_event_store().await;
+    let kafka = test_topic(3);
+    member_infra::kafka::ensure_topic(&kafka, &kafka.topic)
+        .await
+        .unwrap();
+    let settings = RelaySettings {
+        // Small batches: many of them are in flight behind one another.
+        batch_size: 3,
+        idle_poll_ms: 10,
+    };
+    let commands = CommandService::new(pool.clone());
+    let members: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    for (i, member) in members.iter().enumerate() {
+        commands
+            .execute(*member, register(&format!("early-{i}")), None)
+            .await
+            .unwrap();
+    }
+    let relay = Relay::new(&kafka.topic, pool.clone(), &kafka, &settings).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(relay.run(async {
+        let _ = stopped.await;
+    }));
+    // An open transaction while the relay runs ahead: nothing past it may be checkpointed.
+    let slow_member = Uuid::now_v7();
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES ('Member', $1, 1, 'MemberRegistered', '1.0', '{\"MemberRegistered\": {}}', '{}')")
+        .bind(slow_member.to_string())
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    for member in &members {
+        commands
+            .execute(
+                *member,
+                MemberCommand::BindIdentity {
+                    identity: Identity::parse(
+                        "elong_card",
+                        &format!("{:012}", member.as_u128() % 1_000_000_000_000),
+                        None,
+                        None,
+                    )
+                    .unwrap(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    slow.commit().await.unwrap();
+
+    let stored = stored_events(&pool).await;
+    assert_eq!(stored.len(), 20 * 3 + 1);
+    let records = read_topic(&kafka, stored.len(), Duration::from_secs(60)).await;
+    assert_complete(&stored, &records);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the relay drains and stops")
+        .unwrap();
+    assert_eq!(records.len(), stored.len(), "no failure, so no duplicate");
+    // Stopped gracefully after everything was acknowledged: its checkpoint is at the end, so a
+    // new relay on the same checkpoint has nothing to publish.
+    let again = Relay::new(&kafka.topic, pool.clone(), &kafka, &settings).unwrap();
+    assert_eq!(drain(&again).await, 0);
+}
