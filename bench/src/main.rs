@@ -3,6 +3,7 @@
 //! and reports the ratio (docs/decisions/0011-benchmarks-with-same-run-baselines.md).
 #![forbid(unsafe_code)]
 
+mod broker_fetch;
 mod commands;
 mod drill;
 mod freshness;
@@ -10,6 +11,7 @@ mod isolated;
 mod latency;
 mod member_process;
 mod one_get;
+mod open_loop;
 mod private_broker;
 mod private_redis;
 mod projectors;
@@ -21,6 +23,7 @@ mod run;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -70,6 +73,27 @@ enum Command {
         /// down, which made runs incomparable (and once unresponsive).
         #[arg(long)]
         tansu_bin: Option<PathBuf>,
+    },
+    /// What idle consumers cost the local broker (tansu) and the delivery delay they add, per
+    /// partition count and `fetch.wait.max.ms` (ADR 0014); appends a dated section.
+    BrokerFetchCost {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        tansu_bin: PathBuf,
+        /// Consumers reading every partition (`member run` has six projectors).
+        #[arg(long, default_value_t = 6)]
+        consumers: usize,
+        /// Seconds of idle cost per point.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// "partitions:wait_ms" pairs.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "12:50,3:50,3:100,3:250,1:100"
+        )]
+        matrix: Vec<String>,
     },
     /// The one-Redis-GET baseline HTTP server (axum + redis, the query API's stack).
     OneGetServer {
@@ -125,6 +149,46 @@ fn main() -> anyhow::Result<()> {
             &concurrency,
             tansu_bin.as_deref(),
         )),
+        Command::BrokerFetchCost {
+            common,
+            tansu_bin,
+            consumers,
+            seconds,
+            matrix,
+        } => {
+            let matrix = matrix
+                .iter()
+                .map(|point| {
+                    let (p, w) = point
+                        .split_once(':')
+                        .with_context(|| format!("{point:?}: expected partitions:wait_ms"))?;
+                    Ok((p.parse()?, w.parse()?))
+                })
+                .collect::<anyhow::Result<Vec<(i32, u64)>>>()?;
+            std::fs::create_dir_all(&common.work_dir)?;
+            let mut report = report::Report::default();
+            let work_dir = common.work_dir.clone();
+            let (report, outcome) = runtime.block_on(async move {
+                tokio::task::spawn_blocking(move || {
+                    let outcome = broker_fetch::run(
+                        &mut report,
+                        &tansu_bin,
+                        &work_dir,
+                        consumers,
+                        &matrix,
+                        seconds,
+                    );
+                    (report, outcome)
+                })
+                .await
+            })?;
+            let title = format!(
+                "{} broker fetch cost (tansu, SQLite storage)",
+                chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+            );
+            report.append(&common.doc, &title, common.facts.as_deref())?;
+            outcome
+        }
         Command::OneGetServer { listen, redis } => runtime.block_on(one_get::serve(listen, &redis)),
         Command::Rebuild { common, members } => runtime.block_on(rebuild::run(common, members)),
         Command::Drill {

@@ -64,7 +64,7 @@ pub async fn bench(
             if Instant::now() > deadline {
                 break Err(left);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         };
         projector.stop().await?;
         match outcome {

@@ -199,10 +199,11 @@ pub async fn bench(
     let base_rate = produce_all(&baseline, &records).await?;
     report.command(format!(
         "member-bench rdkafka-only producer: the {events} relayed records (mean {} bytes) to {} \
-         ({} partitions), idempotent, acks=all, lz4, linger.ms=2",
+         ({} partitions) with the relay's producer configuration (infra::relay::publisher::producer_config, idempotent: {})",
         bytes / records.len().max(1),
         baseline.topic,
-        baseline.partitions
+        baseline.partitions,
+        baseline.idempotent_producer
     ));
     let ratio = relay_rate / base_rate;
     report.row(
