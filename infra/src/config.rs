@@ -73,6 +73,9 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
     pub partitions: u32,
+    /// `fetch.wait.max.ms` of every consumer (projectors, the member tool): see
+    /// config/default.toml and docs/decisions/0014-the-local-broker-pays-per-fetch.md.
+    pub fetch_wait_ms: u64,
     /// Whether the relay's producer is idempotent (see config/default.toml and
     /// docs/decisions/0012-producer-idempotence.md).
     pub idempotent_producer: bool,
@@ -337,6 +340,12 @@ impl Settings {
         if self.kafka.partitions == 0 || self.kafka.partitions > 10_000 {
             return Err(invalid("kafka.partitions", "must be between 1 and 10000"));
         }
+        if self.kafka.fetch_wait_ms == 0 || self.kafka.fetch_wait_ms > 10_000 {
+            return Err(invalid(
+                "kafka.fetch_wait_ms",
+                "must be between 1 and 10000",
+            ));
+        }
         if self.kafka.topic.is_empty()
             || !self
                 .kafka
@@ -498,7 +507,8 @@ mod tests {
         assert_eq!(s.redis.a.url, "redis://127.0.0.1:6379");
         assert_eq!(s.redis.b.url, "redis://127.0.0.1:6380");
         assert_eq!(s.kafka.brokers, "127.0.0.1:9092");
-        assert_eq!(s.kafka.partitions, 12);
+        assert_eq!(s.kafka.partitions, 3);
+        assert_eq!(s.kafka.fetch_wait_ms, 100);
         assert_eq!(s.mysql.logical_shards, 64);
         assert_eq!(s.mysql.databases.len(), 4);
         assert_eq!(s.command_api.listen.port(), 8080);
@@ -510,14 +520,14 @@ mod tests {
         let s = Settings::load_from(
             None,
             env(&[
-                ("MEMBER__KAFKA__PARTITIONS", "3"),
+                ("MEMBER__KAFKA__PARTITIONS", "7"),
                 ("MEMBER__REDIS__B__URL", "redis://127.0.0.1:7000"),
                 ("MEMBER__MYSQL__DATABASES", "x_0,x_1"),
                 ("OTHER__KAFKA__PARTITIONS", "99"),
             ]),
         )
         .unwrap();
-        assert_eq!(s.kafka.partitions, 3);
+        assert_eq!(s.kafka.partitions, 7);
         assert_eq!(s.redis.b.url, "redis://127.0.0.1:7000");
         assert_eq!(s.mysql.databases, vec!["x_0", "x_1"]);
     }

@@ -37,8 +37,12 @@ pub fn producer_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
         .set("linger.ms", "2")
         .set("batch.num.messages", "10000")
         // A batch not acknowledged in time fails as a whole and is retried from the
-        // checkpoint by the relay loop.
-        .set("message.timeout.ms", "15000");
+        // checkpoint by the relay loop. Generous, because that retry publishes the batch
+        // again on top of what the producer still holds: with 15 s, an overloaded local broker
+        // (slow, not down) was sent every batch again and again and never caught up
+        // (docs/benchmarks.md, 2026-12-02). A broker that restarts costs no more: the
+        // producer sends what was in flight again on its new connection.
+        .set("message.timeout.ms", "60000");
     config
 }
 
