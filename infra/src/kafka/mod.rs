@@ -1,6 +1,7 @@
 //! Kafka through rdkafka: client configuration shared by the relay and the projectors, and
 //! topic administration.
 
+pub mod feed;
 pub mod lag;
 pub mod offsets;
 pub mod source;
