@@ -177,8 +177,14 @@ async fn an_unreadable_record_halts_every_reader_at_it_after_the_records_before_
     let sources: [&mut dyn RecordSource; 2] = [&mut shared, &mut own];
     for source in sources {
         let mut good = 0;
+        let mut calls = 0;
         let error = loop {
-            match source.next_batch(100, Duration::from_secs(2)).await {
+            calls += 1;
+            assert!(
+                calls <= 20,
+                "no unreadable record reported after {good} records"
+            );
+            match source.next_batch(100, Duration::from_millis(500)).await {
                 Ok(batch) => {
                     good += batch.records.len();
                     source.commit(&batch).await.expect("commit");
