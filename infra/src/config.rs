@@ -73,8 +73,8 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
     pub partitions: u32,
-    /// `fetch.wait.max.ms` of every consumer (projectors, the member tool): see
-    /// config/default.toml and docs/decisions/0014-the-local-broker-pays-per-fetch.md.
+    /// `fetch.wait.max.ms` of the projectors' consumers: see config/default.toml and
+    /// docs/decisions/0014-one-reader-for-the-projectors.md.
     pub fetch_wait_ms: u64,
     /// Whether the relay's producer is idempotent (see config/default.toml and
     /// docs/decisions/0012-producer-idempotence.md).
@@ -542,6 +542,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kafka.partitions"), "{err}");
+        for wait in ["0", "10001", "-5", "soon"] {
+            let err = Settings::load_from(None, env(&[("MEMBER__KAFKA__FETCH_WAIT_MS", wait)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("fetch_wait_ms"), "{wait}: {err}");
+        }
         let err = Settings::load_from(None, env(&[("MEMBER__POSTGRES__URL", "mysql://x")]))
             .unwrap_err()
             .to_string();

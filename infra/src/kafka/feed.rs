@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
 use super::source::{
-    commit_batch, consumer_config, read_record, wait_for_partitions, KafkaSource, LagGauge,
-    Positions, Unreadable,
+    commit_batch, consumer_config, read_record, wait_for_partitions, Filling, KafkaSource,
+    LagGauge, Positions, Unreadable,
 };
 use crate::config::KafkaSettings;
 
@@ -229,41 +229,24 @@ impl RecordSource for FeedSource {
         if let Some(unreadable) = &self.halted {
             return Err(unreadable.error());
         }
-        let mut batch = SourceBatch::default();
-        let deadline = tokio::time::Instant::now() + max_wait;
-        // Wait up to max_wait for the first record, then take what arrives within a short linger.
-        let mut wait_until = deadline;
-        while batch.records.len() < max {
-            let item = match tokio::time::timeout_at(wait_until, self.receiver.recv()).await {
-                Err(_) => break,
-                Ok(Some(item)) => item,
-                // The feed let this projector go (or stopped): go on alone once what was
-                // queued is delivered.
-                Ok(None) if batch.records.is_empty() => {
-                    return self.detach().await?.next_batch(max, max_wait).await;
-                }
-                Ok(None) => break,
-            };
-            match item {
-                Ok((partition, offset, record)) => {
-                    batch.records.push(record);
-                    batch.commit.insert(partition, offset + 1);
-                    self.positions.insert(partition, offset + 1);
-                }
-                Err(unreadable) => {
-                    let error = unreadable.error();
-                    self.halted = Some(unreadable);
-                    if batch.records.is_empty() {
-                        return Err(error);
+        let mut filling = Filling::new(max, max_wait);
+        while !filling.is_full() {
+            let item =
+                match tokio::time::timeout_at(filling.wait_until(), self.receiver.recv()).await {
+                    Err(_) => break,
+                    Ok(Some(item)) => item,
+                    // The feed let this projector go (or stopped): go on alone once what was
+                    // queued is delivered.
+                    Ok(None) if filling.batch.records.is_empty() => {
+                        return self.detach().await?.next_batch(max, max_wait).await;
                     }
-                    break;
-                }
-            }
-            if batch.records.len() == 1 {
-                wait_until =
-                    (tokio::time::Instant::now() + Duration::from_millis(10)).min(deadline);
+                    Ok(None) => break,
+                };
+            if !filling.take(item, &mut self.positions, &mut self.halted)? {
+                break;
             }
         }
+        let batch = filling.batch;
         self.lag.refresh(&self.positions).await;
         Ok(batch)
     }

@@ -151,6 +151,68 @@ pub(crate) fn read_record(
     })
 }
 
+/// A batch being filled, as both sources fill one: wait up to `max_wait` for the first record,
+/// then take what arrives within a short linger, up to `max` records.
+pub(crate) struct Filling {
+    pub batch: SourceBatch,
+    max: usize,
+    deadline: tokio::time::Instant,
+    wait_until: tokio::time::Instant,
+}
+
+impl Filling {
+    pub fn new(max: usize, max_wait: Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        Self {
+            batch: SourceBatch::default(),
+            max,
+            deadline,
+            wait_until: deadline,
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.batch.records.len() >= self.max
+    }
+
+    /// Until when to wait for the next record.
+    pub fn wait_until(&self) -> tokio::time::Instant {
+        self.wait_until
+    }
+
+    /// Takes one record read at (partition, offset), moving `positions` on; `Ok(false)` when
+    /// the batch ends here. An unreadable record ends the batch before it and is kept in
+    /// `halted`; it is the error itself when the batch is still empty.
+    pub fn take(
+        &mut self,
+        item: Result<(i32, i64, MemberRecord), Unreadable>,
+        positions: &mut Positions,
+        halted: &mut Option<Unreadable>,
+    ) -> Result<bool, SourceError> {
+        match item {
+            Ok((partition, offset, record)) => {
+                self.batch.records.push(record);
+                self.batch.commit.insert(partition, offset + 1);
+                positions.insert(partition, offset + 1);
+                if self.batch.records.len() == 1 {
+                    self.wait_until = (tokio::time::Instant::now() + Duration::from_millis(10))
+                        .min(self.deadline);
+                }
+                Ok(true)
+            }
+            Err(unreadable) => {
+                let error = unreadable.error();
+                *halted = Some(unreadable);
+                if self.batch.records.is_empty() {
+                    Err(error)
+                } else {
+                    Ok(false)
+                }
+            }
+        }
+    }
+}
+
 /// Commits a batch's offsets under the consumer's group (blocking work, run off the async threads).
 pub(crate) async fn commit_batch<C: Consumer + Send + Sync + 'static>(
     consumer: &Arc<C>,
@@ -211,7 +273,7 @@ impl<C: Consumer + Send + Sync + 'static> LagGauge<C> {
         let positions = positions.clone();
         let lag = tokio::task::spawn_blocking(move || {
             let mut total = 0u64;
-            for p in wait_partitions_once(consumer.as_ref(), &topic)? {
+            for p in partitions_now(consumer.as_ref(), &topic)? {
                 let (_, high) = consumer
                     .fetch_watermarks(&topic, p, Duration::from_secs(1))
                     .ok()?;
@@ -229,7 +291,7 @@ impl<C: Consumer + Send + Sync + 'static> LagGauge<C> {
     }
 }
 
-fn wait_partitions_once<C: Consumer>(consumer: &C, topic: &str) -> Option<Vec<i32>> {
+fn partitions_now<C: Consumer>(consumer: &C, topic: &str) -> Option<Vec<i32>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(1))
         .ok()?;
@@ -252,35 +314,20 @@ impl RecordSource for KafkaSource {
         if let Some(unreadable) = &self.halted {
             return Err(unreadable.error());
         }
-        let mut batch = SourceBatch::default();
-        let deadline = tokio::time::Instant::now() + max_wait;
-        // Wait up to max_wait for the first record, then take what arrives within a short linger.
-        let mut wait_until = deadline;
-        while batch.records.len() < max {
-            let message = match tokio::time::timeout_at(wait_until, self.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) => return Err(SourceError::Unavailable(e.to_string())),
-                Ok(Ok(m)) => m,
-            };
-            let (partition, offset) = (message.partition(), message.offset());
-            match read_record(&message) {
-                Ok(record) => batch.records.push(record),
-                Err(unreadable) => {
-                    let error = unreadable.error();
-                    self.halted = Some(unreadable);
-                    if batch.records.is_empty() {
-                        return Err(error);
-                    }
-                    break;
-                }
-            }
-            batch.commit.insert(partition, offset + 1);
-            self.positions.insert(partition, offset + 1);
-            if batch.records.len() == 1 {
-                wait_until =
-                    (tokio::time::Instant::now() + Duration::from_millis(10)).min(deadline);
+        let mut filling = Filling::new(max, max_wait);
+        while !filling.is_full() {
+            let message =
+                match tokio::time::timeout_at(filling.wait_until(), self.consumer.recv()).await {
+                    Err(_) => break,
+                    Ok(Err(e)) => return Err(SourceError::Unavailable(e.to_string())),
+                    Ok(Ok(m)) => m,
+                };
+            let item = read_record(&message).map(|r| (message.partition(), message.offset(), r));
+            if !filling.take(item, &mut self.positions, &mut self.halted)? {
+                break;
             }
         }
+        let batch = filling.batch;
         self.lag.refresh(&self.positions).await;
         Ok(batch)
     }
