@@ -215,6 +215,10 @@ pub struct FlowSettings {
     /// A key read more often than this per second is hot: its documents are kept in the near
     /// cache for `cache.near_cache_ttl_ms`. 0 disables the near cache.
     pub hot_key_rate_per_second: u32,
+    /// Requests being served at once; one more is refused at once (429 reason "overloaded")
+    /// instead of queueing until its caller times out. Marketing may hold only
+    /// `marketing_share` of them, so under overload it is refused first.
+    pub max_in_flight: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -468,6 +472,7 @@ impl QueryApiSettings {
             f.hotspot_rate_per_second.into(),
         )?;
         positive("query_api.flow.hotspot_burst", f.hotspot_burst.into())?;
+        positive("query_api.flow.max_in_flight", f.max_in_flight.into())?;
         let c = &self.cache;
         positive("query_api.cache.near_cache_capacity", c.near_cache_capacity)?;
         positive("query_api.cache.near_cache_ttl_ms", c.near_cache_ttl_ms)?;

@@ -607,6 +607,83 @@ async fn marketing_is_shed_before_order_under_the_global_limit() {
     app.stop().await.unwrap();
 }
 
+/// Sends `n` reads of `id` with `key` and waits until they are all being served (at redis-a).
+async fn hold(
+    app: &QueryApp,
+    key: &'static str,
+    id: Uuid,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<StatusCode>> {
+    let started = app.stores.redis_a.reads();
+    let url = app.url(&format!("/v1/members/{id}"));
+    let held = (0..n)
+        .map(|_| {
+            let request = Client::new().get(&url).bearer_auth(key);
+            tokio::spawn(async move { request.send().await.unwrap().status() })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.stores.redis_a.reads() < started + n {
+        assert!(Instant::now() < deadline, "the slow reads never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    held
+}
+
+async fn assert_overloaded(app: &QueryApp, key: &str, id: Uuid) {
+    let started = Instant::now();
+    let r = by_id(app, key, id).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{key}: {}", r.body);
+    assert_eq!(r.body["error"], "rate_limited", "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("overloaded"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "{key} was queued behind the slow reads for {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn requests_over_the_in_flight_bound_are_refused_at_once_marketing_first() {
+    let mut settings = query_settings();
+    settings.query_api.flow.max_in_flight = 4;
+    settings.query_api.flow.marketing_share = 0.5;
+    // Slow reads are held, not timed out, so the slots stay taken.
+    let b = &mut settings.query_api.backends;
+    (b.redis_timeout_ms, b.redis_slow_ms) = (10_000, 10_000);
+    let app = spawn_query_api_with(Stores::new(), settings).await;
+    let (id, h, _) = member();
+    app.stores.apply_all(h.records()).await;
+    app.stores.redis_a.set_delay(Duration::from_millis(2_000));
+
+    let mut held = hold(&app, MARKETING, id, 2).await;
+    // Marketing has its half of the slots; order still gets the other half.
+    assert_overloaded(&app, MARKETING, id).await;
+    held.extend(hold(&app, ORDER, id, 2).await);
+    assert_overloaded(&app, ORDER, id).await;
+    assert_eq!(
+        app.stores.redis_a.reads(),
+        4,
+        "a refused request read nothing"
+    );
+    for request in held {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+
+    // The slots are given back when the reads end.
+    app.stores.redis_a.set_delay(Duration::ZERO);
+    for key in [MARKETING, MARKETING, ORDER, ORDER] {
+        let r = by_id(&app, key, id).await;
+        assert_eq!((r.status, r.served_from()), (StatusCode::OK, "redis-a"));
+    }
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn admin_faults_and_pins_change_where_reads_are_served_from() {
     let app = spawn_query_api().await;

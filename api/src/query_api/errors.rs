@@ -19,6 +19,8 @@ pub enum LimitReason {
     MarketingShed,
     /// One identity (or member id) is read too often.
     Hotspot,
+    /// The process is serving `max_in_flight` requests already (marketing: its share of them).
+    Overloaded,
 }
 
 impl LimitReason {
@@ -28,6 +30,7 @@ impl LimitReason {
             LimitReason::Global => "global",
             LimitReason::MarketingShed => "marketing_shed",
             LimitReason::Hotspot => "hotspot",
+            LimitReason::Overloaded => "overloaded",
         }
     }
 }

@@ -9,9 +9,15 @@
 //! - **per-identity hotspot limit**: a keyed limiter on the looked-up key (member id or
 //!   identity), so one hot identity cannot flood the backends;
 //! - **hot-key detection**: a second keyed limiter at `hot_key_rate_per_second`; a key over it is
-//!   hot, and its documents go to the near cache (see `read_path`).
+//!   hot, and its documents go to the near cache (see `read_path`);
+//! - **in-flight bound** (tokio semaphores, never waited on): at most `max_in_flight` requests
+//!   are served at once, marketing within `marketing_share` of them. Rates bound the arrivals,
+//!   this bounds the work in progress: when the process or a backend slows down, arrivals within
+//!   the rate would otherwise pile up (memory grows, every queued request waits past its
+//!   caller's timeout and is wasted). Refusing at once keeps latency for the requests that are
+//!   served, and sheds marketing first.
 //!
-//! A refusal carries governor's wait time, which becomes `Retry-After`.
+//! A rate refusal carries governor's wait time, which becomes `Retry-After`.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -20,6 +26,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 use member_infra::config::FlowSettings;
 use member_projections::routing::ReadClass;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::auth::Caller;
 use super::errors::{LimitReason, QueryError};
@@ -39,13 +46,28 @@ pub struct FlowControl {
     marketing: DefaultDirectRateLimiter,
     hotspot: DefaultKeyedRateLimiter<String>,
     hot_keys: Option<DefaultKeyedRateLimiter<String>>,
+    in_flight: Semaphore,
+    marketing_in_flight: Semaphore,
 }
+
+/// A request being served: holds its in-flight slots until dropped.
+#[must_use = "the slot is given back when this is dropped"]
+pub struct InFlight<'a> {
+    _slot: SemaphorePermit<'a>,
+    _marketing: Option<SemaphorePermit<'a>>,
+}
+
+/// How long an overloaded caller is asked to wait: the queue drains in milliseconds, but a
+/// shorter `Retry-After` cannot be said in whole seconds.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl FlowControl {
     pub fn new(settings: &FlowSettings) -> Self {
         let global_rate = f64::from(settings.global_rate_per_second);
         let share = settings.marketing_share;
         let marketing_burst = (f64::from(settings.global_burst) * share).floor() as u32;
+        let max_in_flight = settings.max_in_flight.max(1) as usize;
+        let marketing_in_flight = (max_in_flight as f64 * share).floor() as usize;
         Self {
             clock: DefaultClock::default(),
             global: RateLimiter::direct(quota(global_rate, settings.global_burst)),
@@ -60,7 +82,31 @@ impl FlowControl {
                     settings.hot_key_rate_per_second,
                 ))
             }),
+            in_flight: Semaphore::new(max_in_flight),
+            marketing_in_flight: Semaphore::new(marketing_in_flight),
         }
+    }
+
+    /// Takes an in-flight slot for a request of `class`, or refuses it at once (429 reason
+    /// `overloaded`): marketing first takes one of its share, then one of all.
+    pub fn enter(&self, class: ReadClass) -> Result<InFlight<'_>, QueryError> {
+        let overloaded = || QueryError::Limited {
+            reason: LimitReason::Overloaded,
+            retry_after: OVERLOADED_RETRY_AFTER,
+        };
+        let marketing = match class {
+            ReadClass::Marketing => Some(
+                self.marketing_in_flight
+                    .try_acquire()
+                    .map_err(|_| overloaded())?,
+            ),
+            ReadClass::Order => None,
+        };
+        let slot = self.in_flight.try_acquire().map_err(|_| overloaded())?;
+        Ok(InFlight {
+            _slot: slot,
+            _marketing: marketing,
+        })
     }
 
     fn limited(
@@ -131,6 +177,7 @@ mod tests {
             hotspot_rate_per_second: 1,
             hotspot_burst: 3,
             hot_key_rate_per_second: 2,
+            max_in_flight: 4,
         }
     }
 
@@ -179,6 +226,60 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn overloaded<T>(r: Result<T, QueryError>) -> bool {
+        matches!(
+            r,
+            Err(QueryError::Limited {
+                reason: LimitReason::Overloaded,
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn in_flight_slots_are_bounded_marketing_within_its_share() {
+        let flow = FlowControl::new(&FlowSettings {
+            marketing_share: 0.5,
+            ..settings()
+        });
+        let m1 = flow.enter(ReadClass::Marketing).unwrap();
+        let _m2 = flow.enter(ReadClass::Marketing).unwrap();
+        assert!(
+            overloaded(flow.enter(ReadClass::Marketing)),
+            "marketing holds half of the 4 slots"
+        );
+        let _o1 = flow.enter(ReadClass::Order).unwrap();
+        let o2 = flow.enter(ReadClass::Order).unwrap();
+        assert!(overloaded(flow.enter(ReadClass::Order)), "all 4 are taken");
+        drop(o2);
+        assert!(
+            overloaded(flow.enter(ReadClass::Marketing)),
+            "a freed slot does not raise marketing's share"
+        );
+        let _o2 = flow.enter(ReadClass::Order).unwrap();
+        drop(m1);
+        // One of all and one of marketing's share are free again.
+        let _m1 = flow.enter(ReadClass::Marketing).unwrap();
+    }
+
+    #[test]
+    fn a_refused_marketing_request_gives_back_its_share() {
+        let flow = FlowControl::new(&FlowSettings {
+            marketing_share: 0.5,
+            ..settings()
+        });
+        let orders: Vec<_> = (0..4)
+            .map(|_| flow.enter(ReadClass::Order).unwrap())
+            .collect();
+        assert!(overloaded(flow.enter(ReadClass::Marketing)));
+        assert!(overloaded(flow.enter(ReadClass::Marketing)));
+        assert!(overloaded(flow.enter(ReadClass::Marketing)));
+        drop(orders);
+        // Had the refusals kept their marketing permits, none would be left.
+        let _a = flow.enter(ReadClass::Marketing).unwrap();
+        let _b = flow.enter(ReadClass::Marketing).unwrap();
     }
 
     #[test]

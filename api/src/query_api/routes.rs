@@ -87,7 +87,11 @@ async fn serve(
     lookup: Result<Lookup, QueryError>,
 ) -> Response {
     let class = caller.class.as_str();
-    let result = read(state, caller, lookup).await;
+    // The slot is held while the read runs (`_in_flight` lives to the end of its arm).
+    let result = match state.flow.enter(caller.class) {
+        Ok(_in_flight) => read(state, caller, lookup).await,
+        Err(refused) => Err(refused),
+    };
     match result {
         Ok(served) => {
             metrics::request(class, "ok");
