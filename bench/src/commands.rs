@@ -1,21 +1,20 @@
 //! The command path: bind commands per second and p50/p99 at several client concurrencies, against
 //! plain single-row INSERT transactions on the same PostgreSQL (pgbench, same client counts).
 //!
-//! Each client registers a member with a mobile (`POST /v1/members`), then binds four more
-//! identities to it (Tongcheng account, eLong account, eLong card, WeChat unionid): every request
-//! is one command that binds an identity, checked against the aggregate and the uniqueness table.
+//! The load is wrk with the script below: each connection registers a member with a mobile
+//! (`POST /v1/members`), then binds four more identities to it (Tongcheng account, eLong account,
+//! eLong card, WeChat unionid); every request is one command that binds an identity, checked
+//! against the aggregate and the uniqueness table. wrk is a C program like pgbench: until
+//! 2026-12-02 the load came from reqwest in this process, which took a fifth of the two cores
+//! from the system it measured (perf, docs/benchmarks.md).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde_json::json;
-use uuid::Uuid;
 
-use crate::latency::Latency;
+use crate::isolated::Isolated;
 use crate::report::{rate, Report, Row};
+use crate::wrk::WrkResult;
 
 /// A member the command benchmark registered, for the query benchmarks.
 #[derive(Debug, Clone)]
@@ -23,134 +22,104 @@ pub struct Registered {
     pub card: String,
 }
 
-pub struct CommandRun {
-    pub rate: f64,
-    pub latency: Latency,
-    pub errors: u64,
-    pub first_error: Option<String>,
-    pub members: Vec<Registered>,
+/// Values are unique per run step (`BENCH_STEP`, one digit), wrk thread and member. A response's
+/// version says which bind comes next: a registration answers version 2 (registered, mobile
+/// bound), each bind one more, so version v is followed by bind v - 1 of `kinds`.
+const WRK_SCRIPT: &str = r#"-- member-bench: register a member, then bind four identities to it
+local step = tonumber(os.getenv("BENCH_STEP"))
+local kinds = {"tongcheng_account", "elong_account", "elong_card", "wechat_unionid"}
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+local headers = {["Content-Type"] = "application/json"}
+local registered, named, queue, number_of = 0, 0, {}, {}
+local function value(kind, n)
+  local t = tonumber(tid)
+  if kind == "tongcheng_account" then return string.format("tc_%d_%d_%d", step, t, n)
+  elseif kind == "elong_account" then return string.format("el_%d_%d_%d", step, t, n)
+  elseif kind == "elong_card" then return string.format("%d%d%010d", step, t, n)
+  else return string.format("oUnion_%d_%d_%024d", step, t, n) end
+end
+function request()
+  local bind = table.remove(queue)
+  if bind then
+    local kind = kinds[bind.next]
+    return wrk.format("POST", "/v1/members/" .. bind.id .. "/identities", headers,
+      '{"kind":"' .. kind .. '","value":"' .. value(kind, bind.n) .. '"}')
+  end
+  registered = registered + 1
+  local mobile = string.format("13%d%d%07d", step, tonumber(tid), registered)
+  return wrk.format("POST", "/v1/members", headers,
+    '{"identities":[{"kind":"mobile","value":"' .. mobile .. '"}]}')
+end
+function response(status, _, body)
+  if status >= 300 then return end
+  local id = body:match('"member_id":"([^"]+)"')
+  local version = tonumber(body:match('"version":(%d+)'))
+  if id == nil or version == nil then return end
+  if status == 201 then
+    named = named + 1
+    number_of[id] = named
+  end
+  local n = number_of[id]
+  if n and version <= 5 then
+    table.insert(queue, {id = id, next = version - 1, n = n})
+  else
+    number_of[id] = nil
+  end
+end
+"#;
+
+/// `connections` wrk connections against the command API for `seconds`.
+fn load(
+    command_api: &str,
+    work_dir: &Path,
+    connections: usize,
+    seconds: u64,
+    step: usize,
+    report: &mut Report,
+) -> anyhow::Result<WrkResult> {
+    let script = work_dir.join("commands.lua");
+    std::fs::write(&script, WRK_SCRIPT).context("writing the wrk script")?;
+    let env = [("BENCH_STEP", (step % 10).to_string())];
+    crate::wrk::run(command_api, &script, connections, seconds, &env, report)
 }
 
-/// Values unique within the run's fresh event store.
-fn identities(n: u64) -> [(&'static str, String); 5] {
-    [
-        ("mobile", format!("139{:08}", n)),
-        ("tongcheng_account", format!("tc_{n}")),
-        ("elong_account", format!("el_{n}")),
-        ("elong_card", format!("{:012}", n)),
-        ("wechat_unionid", format!("oUnion_{:024}", n)),
-    ]
+/// The eLong cards the command load bound, read back from the event store.
+async fn bound_cards(env: &Isolated) -> anyhow::Result<Vec<Registered>> {
+    let pool = env.pg_pool().await?;
+    let cards: Vec<(String,)> = sqlx::query_as(
+        "SELECT payload::jsonb -> 'IdentityBound' -> 'identity' ->> 'value' FROM events \
+         WHERE event_type = 'IdentityBound' \
+           AND payload::jsonb -> 'IdentityBound' -> 'identity' ->> 'kind' = 'elong_card'",
+    )
+    .fetch_all(&pool)
+    .await
+    .context("reading the bound cards")?;
+    Ok(cards
+        .into_iter()
+        .map(|(card,)| Registered { card })
+        .collect())
 }
 
-pub async fn load(
-    base_url: &str,
-    concurrency: usize,
-    duration: Duration,
-    counter: Arc<AtomicU64>,
-) -> anyhow::Result<CommandRun> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, base, counter) = (client.clone(), base_url.to_owned(), counter.clone());
-        tasks.push(tokio::spawn(async move {
-            worker(client, base, counter, deadline).await
-        }));
-    }
-    let mut run = CommandRun {
-        rate: 0.0,
-        latency: Latency::default(),
-        errors: 0,
-        first_error: None,
-        members: Vec::new(),
-    };
-    for t in tasks {
-        let w = t.await?;
-        run.latency.add(&w.latency);
-        run.errors += w.errors;
-        run.first_error = run.first_error.or(w.first_error);
-        run.members.extend(w.members);
-    }
-    run.rate = run.latency.count() as f64 / started.elapsed().as_secs_f64();
-    Ok(run)
+fn row(title: String, run: &WrkResult, baseline: f64) -> Row {
+    let ratio = run.rps / baseline;
+    Row::new(title, format!("{}, {}", rate(run.rps), run.summary()))
+        .baseline(format!("{} INSERT tx (pgbench)", rate(baseline)), ratio)
 }
 
-async fn worker(
-    client: reqwest::Client,
-    base: String,
-    counter: Arc<AtomicU64>,
-    deadline: Instant,
-) -> CommandRun {
-    let mut w = CommandRun {
-        rate: 0.0,
-        latency: Latency::default(),
-        errors: 0,
-        first_error: None,
-        members: Vec::new(),
-    };
-    while Instant::now() < deadline {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        let ids = identities(n);
-        let t = Instant::now();
-        let created = client
-            .post(format!("{base}/v1/members"))
-            .json(&json!({"identities": [{"kind": ids[0].0, "value": ids[0].1}]}))
-            .send()
-            .await;
-        let member_id = match created {
-            Ok(r) if r.status().as_u16() == 201 => {
-                w.latency.record(t.elapsed());
-                r.json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["member_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()))
-            }
-            Ok(r) => {
-                w.fail(format!("register: {}", r.status()));
-                None
-            }
-            Err(e) => {
-                w.fail(format!("register: {e}"));
-                None
-            }
-        };
-        let Some(member_id) = member_id else { continue };
-        let mut bound_card = false;
-        for (kind, value) in &ids[1..] {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let t = Instant::now();
-            let r = client
-                .post(format!("{base}/v1/members/{member_id}/identities"))
-                .json(&json!({"kind": kind, "value": value}))
-                .send()
-                .await;
-            match r {
-                Ok(r) if r.status().is_success() => {
-                    w.latency.record(t.elapsed());
-                    bound_card |= *kind == "elong_card";
-                }
-                Ok(r) => w.fail(format!("bind {kind}: {}", r.status())),
-                Err(e) => w.fail(format!("bind {kind}: {e}")),
-            }
-        }
-        if bound_card {
-            w.members.push(Registered {
-                card: ids[3].1.clone(),
-            });
-        }
-    }
-    w
+fn meets_target(run: &WrkResult, baseline: f64) -> bool {
+    run.rps / baseline >= 1.0 / 3.0 && run.p99_ms < 25.0 && run.failed() == 0
 }
 
-impl CommandRun {
-    fn fail(&mut self, e: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(e);
+fn note_failures(report: &mut Report, what: &str, run: &WrkResult) {
+    if run.failed() > 0 {
+        report.note(format!(
+            "{what}: {} non-2xx answers and {} socket errors",
+            run.non_2xx, run.errors
+        ));
     }
 }
 
@@ -214,51 +183,30 @@ impl Pgbench {
     }
 }
 
-/// Runs the command benchmark at each concurrency and adds its rows.
+/// Runs the command benchmark at each concurrency and adds its rows; returns the members it made.
 pub async fn bench(
     report: &mut Report,
-    command_api: &str,
+    env: &Isolated,
     pgbench: &Pgbench,
     concurrencies: &[usize],
     seconds: u64,
 ) -> anyhow::Result<Vec<Registered>> {
-    let counter = Arc::new(AtomicU64::new(1));
-    let mut members = Vec::new();
-    for &c in concurrencies {
+    let command_api = env.command_url("");
+    for (step, &c) in concurrencies.iter().enumerate() {
         let (baseline, line) = pgbench.run(c, seconds)?;
         report.command(line);
-        let run = load(
-            command_api,
-            c,
-            Duration::from_secs(seconds),
-            counter.clone(),
-        )
-        .await?;
-        let ratio = run.rate / baseline;
-        let mut row = Row::new(
-            format!("bind commands, {c} clients"),
-            format!("{}, {}", rate(run.rate), run.latency.summary()),
-        )
-        .baseline(format!("{} INSERT tx (pgbench)", rate(baseline)), ratio);
+        let run = load(&command_api, &env.dir, c, seconds, step, report)?;
+        let mut r = row(format!("bind commands, {c} clients"), &run, baseline);
         if c == 16 {
-            let pass = ratio >= 1.0 / 3.0 && run.latency.ms(0.99) < 25.0 && run.errors == 0;
-            row = row.target(">= 1/3 of baseline, p99 < 25 ms", pass);
+            r = r.target(
+                ">= 1/3 of baseline, p99 < 25 ms",
+                meets_target(&run, baseline),
+            );
         }
-        report.row(row);
-        if run.errors > 0 {
-            report.note(format!(
-                "bind commands at {c} clients: {} failed requests (first: {})",
-                run.errors,
-                run.first_error.as_deref().unwrap_or("?")
-            ));
-        }
-        members.extend(run.members);
+        report.row(r);
+        note_failures(report, &format!("bind commands at {c} clients"), &run);
     }
-    report.command(format!(
-        "member-bench command load: {concurrencies:?} clients x {seconds} s each, \
-         POST /v1/members + 4 x POST /v1/members/{{id}}/identities per client loop"
-    ));
-    Ok(members)
+    bound_cards(env).await
 }
 
 /// The command path without the rest of the pipeline: `member serve command-api` alone over its
@@ -266,32 +214,20 @@ pub async fn bench(
 pub async fn alone(
     report: &mut Report,
     command_api: &str,
+    work_dir: &Path,
     pgbench: &Pgbench,
     clients: usize,
     seconds: u64,
 ) -> anyhow::Result<()> {
     let (baseline, line) = pgbench.run(clients, seconds)?;
     report.command(line);
-    let counter = Arc::new(AtomicU64::new(1));
-    let run = load(command_api, clients, Duration::from_secs(seconds), counter).await?;
-    let ratio = run.rate / baseline;
-    report.row(
-        Row::new(
-            format!("bind commands, {clients} clients, command API alone (no relay/projectors)"),
-            format!("{}, {}", rate(run.rate), run.latency.summary()),
-        )
-        .baseline(format!("{} INSERT tx (pgbench)", rate(baseline)), ratio)
-        .target(
-            ">= 1/3 of baseline, p99 < 25 ms",
-            ratio >= 1.0 / 3.0 && run.latency.ms(0.99) < 25.0 && run.errors == 0,
-        ),
-    );
-    if run.errors > 0 {
-        report.note(format!(
-            "command API alone: {} failed requests (first: {})",
-            run.errors,
-            run.first_error.as_deref().unwrap_or("?")
-        ));
-    }
+    let run = load(command_api, work_dir, clients, seconds, 0, report)?;
+    let title =
+        format!("bind commands, {clients} clients, command API alone (no relay/projectors)");
+    report.row(row(title, &run, baseline).target(
+        ">= 1/3 of baseline, p99 < 25 ms",
+        meets_target(&run, baseline),
+    ));
+    note_failures(report, "command API alone", &run);
     Ok(())
 }

@@ -18,10 +18,6 @@ impl Latency {
         self.0.saturating_record(d.as_micros().max(1) as u64);
     }
 
-    pub fn add(&mut self, other: &Latency) {
-        self.0.add(&other.0).expect("same bounds");
-    }
-
     pub fn count(&self) -> u64 {
         self.0.len()
     }

@@ -20,6 +20,7 @@ mod rebuild;
 mod relay;
 mod report;
 mod run;
+mod wrk;
 
 use std::path::PathBuf;
 

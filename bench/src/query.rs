@@ -24,91 +24,6 @@ request = function()
 end
 "#;
 
-pub struct WrkResult {
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub non_2xx: u64,
-    pub errors: u64,
-}
-
-fn parse_duration_ms(v: &str) -> Option<f64> {
-    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        return None;
-    };
-    num.parse::<f64>().ok().map(|n| n * scale)
-}
-
-pub fn parse_wrk(text: &str) -> anyhow::Result<WrkResult> {
-    let mut r = WrkResult {
-        rps: 0.0,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        non_2xx: 0,
-        errors: 0,
-    };
-    for line in text.lines().map(str::trim) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            ["50%", v] => r.p50_ms = parse_duration_ms(v).context("wrk p50")?,
-            ["99%", v] => r.p99_ms = parse_duration_ms(v).context("wrk p99")?,
-            ["Requests/sec:", v] => r.rps = v.parse().context("wrk rate")?,
-            ["Non-2xx", "or", "3xx", "responses:", v] => r.non_2xx = v.parse()?,
-            ["Socket", "errors:", rest @ ..] => {
-                r.errors = rest
-                    .iter()
-                    .filter_map(|f| f.trim_end_matches(',').parse::<u64>().ok())
-                    .sum()
-            }
-            _ => {}
-        }
-    }
-    anyhow::ensure!(r.rps > 0.0, "no rate in wrk output: {text}");
-    Ok(r)
-}
-
-pub fn wrk(
-    url: &str,
-    paths: &Path,
-    script: &Path,
-    seconds: u64,
-    report: &mut Report,
-) -> anyhow::Result<WrkResult> {
-    let args = [
-        "-t2".to_owned(),
-        "-c64".to_owned(),
-        format!("-d{seconds}s"),
-        "--latency".to_owned(),
-        "-s".to_owned(),
-        script.display().to_string(),
-        url.to_owned(),
-    ];
-    report.command(format!(
-        "BENCH_PATHS={} BENCH_KEY=local-order-key wrk {}",
-        paths.display(),
-        args.join(" ")
-    ));
-    let out = std::process::Command::new("wrk")
-        .args(&args)
-        .env("BENCH_PATHS", paths)
-        .env("BENCH_KEY", "local-order-key")
-        .output()
-        .context("running wrk (scripts/bench.sh installs it)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(
-        out.status.success(),
-        "wrk failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_wrk(&text)
-}
-
 /// The offered rate of the fixed-rate measurement: `BENCH_QUERY_RATE`, default 5,000/s. A latency
 /// measured open loop means something only below saturation: with the generator (reqwest, much
 /// heavier per request than wrk) on the same two cores, 10,000/s was at the edge, once p99 76 ms,
@@ -273,13 +188,14 @@ pub async fn bench(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rate = fixed_rate()?;
-    let base = wrk(
-        &format!("http://{listen}"),
-        &paths_file,
-        &script,
-        seconds,
-        report,
-    );
+    let lookups = |url: &str, report: &mut Report| {
+        let env = [
+            ("BENCH_PATHS", paths_file.display().to_string()),
+            ("BENCH_KEY", "local-order-key".to_owned()),
+        ];
+        crate::wrk::run(url, &script, 64, seconds, &env, report)
+    };
+    let base = lookups(&format!("http://{listen}"), report);
     let base_fixed = match base {
         Ok(_) => Some(fixed(&format!("http://{listen}"), &paths, rate, seconds, report).await),
         Err(_) => None,
@@ -288,7 +204,7 @@ pub async fn bench(
     let _ = baseline.wait();
     let base = base?;
     let base_fixed = base_fixed.expect("measured when wrk ran")?;
-    let ours = wrk(&env.query_url(""), &paths_file, &script, seconds, report)?;
+    let ours = lookups(&env.query_url(""), report)?;
     let ours_fixed = fixed(&env.query_url(""), &paths, rate, seconds, report).await?;
     let ratio = ours.rps / base.rps;
     let clean = ours.non_2xx == 0 && ours.errors == 0 && ours_fixed.failed == 0;
@@ -368,21 +284,4 @@ pub async fn bench(
     ));
     report.note(format!("cold-cache reads served from {served:?}"));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_wrk_latency_and_rate() {
-        let text =
-            "  Latency Distribution\n     50%  635.00us\n     75%    1.00ms\n     99%    2.50ms\n\
-                    Non-2xx or 3xx responses: 3\nRequests/sec:  77000.12\n";
-        let r = parse_wrk(text).unwrap();
-        assert!((r.p50_ms - 0.635).abs() < 1e-9);
-        assert!((r.p99_ms - 2.5).abs() < 1e-9);
-        assert_eq!(r.non_2xx, 3);
-        assert!((r.rps - 77000.12).abs() < 1e-9);
-    }
 }

@@ -111,7 +111,7 @@ async fn measure(
             };
             let members = crate::commands::bench(
                 report,
-                &env.command_url(""),
+                &env,
                 &pgbench,
                 &concurrencies,
                 secs,
@@ -152,8 +152,15 @@ async fn measure(
                 alone
                     .wait_healthy(&format!("http://{listen}/healthz"), Duration::from_secs(60))
                     .await?;
-                crate::commands::alone(report, &format!("http://{listen}"), &pgbench, 16, seconds)
-                    .await?;
+                crate::commands::alone(
+                    report,
+                    &format!("http://{listen}"),
+                    &env.dir,
+                    &pgbench,
+                    16,
+                    seconds,
+                )
+                .await?;
                 alone.stop().await?;
             }
         }
