@@ -5,8 +5,8 @@
 //! (`POST /v1/members`), then binds four more identities to it (Tongcheng account, eLong account,
 //! eLong card, WeChat unionid); every request is one command that binds an identity, checked
 //! against the aggregate and the uniqueness table. wrk is a C program like pgbench: until
-//! 2026-12-02 the load came from reqwest in this process, which took a fifth of the two cores
-//! from the system it measured (perf, docs/benchmarks.md).
+//! 2026-12-02 the load came from reqwest in this process, competing for the two cores with the
+//! system it measured (wrk took 4% of the machine under this load in a `perf` profile).
 
 use std::path::Path;
 
