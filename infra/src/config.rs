@@ -553,6 +553,15 @@ mod tests {
                 .to_string();
             assert!(err.contains("fetch_wait_ms"), "{wait}: {err}");
         }
+        for bound in ["0", "-1", "many", "99999999999"] {
+            let err = Settings::load_from(
+                None,
+                env(&[("MEMBER__QUERY_API__FLOW__MAX_IN_FLIGHT", bound)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("max_in_flight"), "{bound}: {err}");
+        }
         let err = Settings::load_from(None, env(&[("MEMBER__POSTGRES__URL", "mysql://x")]))
             .unwrap_err()
             .to_string();
