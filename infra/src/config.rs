@@ -117,6 +117,9 @@ pub struct CommandApiSettings {
     pub member_cache_capacity: u64,
     /// How long an unused member stays in that cache, in seconds.
     pub member_cache_idle_seconds: u64,
+    /// How many group-commit statements the command path has in flight at once; appends that
+    /// arrive meanwhile share the next one (infra/src/event_store/group_commit.rs).
+    pub append_writers: usize,
 }
 
 /// `[query_api]`: the read side (see docs/decisions/0007-query-path.md).
@@ -325,6 +328,15 @@ impl Settings {
         }
         if self.mysql.max_connections == 0 {
             return Err(invalid("mysql.max_connections", "must be at least 1"));
+        }
+        if self.command_api.append_writers == 0 {
+            return Err(invalid("command_api.append_writers", "must be at least 1"));
+        }
+        if self.command_api.append_writers as u64 > u64::from(self.postgres.max_connections) {
+            return Err(invalid(
+                "command_api.append_writers",
+                "must not exceed postgres.max_connections (each statement holds a connection)",
+            ));
         }
         if self.mysql.databases.is_empty() {
             return Err(invalid("mysql.databases", "name at least one database"));
@@ -561,6 +573,16 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(err.contains("max_in_flight"), "{bound}: {err}");
+        }
+        // Zero writers would never commit; more than the pool holds would wait on connections.
+        for writers in ["0", "-1", "four", "100000"] {
+            let err = Settings::load_from(
+                None,
+                env(&[("MEMBER__COMMAND_API__APPEND_WRITERS", writers)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("append_writers"), "{writers}: {err}");
         }
         let err = Settings::load_from(None, env(&[("MEMBER__POSTGRES__URL", "mysql://x")]))
             .unwrap_err()

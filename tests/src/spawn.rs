@@ -35,6 +35,7 @@ pub async fn spawn_command_api_on(pool: PgPool) -> TestApp {
         listen: "127.0.0.1:0".parse().unwrap(),
         member_cache_capacity: 10_000,
         member_cache_idle_seconds: 300,
+        append_writers: 4,
     };
     let api = CommandApi::build(pool.clone(), &settings)
         .await

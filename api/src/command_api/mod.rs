@@ -81,7 +81,11 @@ impl CommandApi {
             Duration::from_secs(settings.member_cache_idle_seconds),
         );
         let state = AppState {
-            commands: CommandService::with_cache(pool.clone(), cache),
+            commands: CommandService::with_cache_and_writers(
+                pool.clone(),
+                cache,
+                settings.append_writers,
+            ),
             idempotency: IdempotencyStore::new(pool.clone()),
             pool,
         };

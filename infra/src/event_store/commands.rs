@@ -2,7 +2,7 @@
 //!
 //! cqrs-es decides on the aggregate (read from the event store, or from the member cache when
 //! this process wrote the member recently; see [`MemberCache`]) and commits its events in one
-//! statement ([`MemberEventRepository`]). The commit's
+//! statement, shared with the commands that commit at the same time ([`MemberEventRepository`]). The commit's
 //! transaction also runs the `member_events_before_insert` trigger (migration 0002), which claims
 //! bound identities in `identity_owners` and records idempotency keys, so a command either
 //! appends all of its events with its identities claimed, or nothing.
@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::append::MemberEventRepository;
+use super::group_commit::DEFAULT_WRITERS;
 use super::member_cache::{CachedMember, MemberCache};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -96,7 +97,13 @@ impl CommandService {
     /// A service that decides commands on members it wrote recently from `cache` (see
     /// [`MemberCache`]); what the command API uses.
     pub fn with_cache(pool: PgPool, cache: MemberCache) -> Self {
-        let repo = MemberEventRepository::new(pool);
+        Self::with_cache_and_writers(pool, cache, DEFAULT_WRITERS)
+    }
+
+    /// [`with_cache`](Self::with_cache), with up to `append_writers` group-commit statements in
+    /// flight at once (see [`group_commit`](super::group_commit)).
+    pub fn with_cache_and_writers(pool: PgPool, cache: MemberCache, append_writers: usize) -> Self {
+        let repo = MemberEventRepository::new(pool, append_writers);
         Self {
             store: std::sync::Arc::new(PersistedEventStore::new_event_store(repo)),
             cache,

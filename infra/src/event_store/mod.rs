@@ -4,10 +4,12 @@
 //!   uniqueness rule enforced by the database in the append's transaction;
 //! - [`idempotency`]: the first outcome of each command sent with an idempotency key;
 //! - [`append`]: the event repository (postgres-es reads, a one-statement append);
+//! - [`group_commit`]: the appends of concurrent commands, written in one statement;
 //! - [`member_cache`]: members the command path wrote recently, a guess an append confirms.
 
 pub mod append;
 pub mod commands;
+pub mod group_commit;
 pub mod idempotency;
 pub mod member_cache;
 pub mod replay;
