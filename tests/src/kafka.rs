@@ -110,7 +110,7 @@ pub fn assert_complete(stored: &BTreeMap<(Uuid, u64), ()>, records: &[MemberReco
 /// The last event of the store in commit order: where a caught-up relay's checkpoint stands.
 pub async fn store_head(pool: &sqlx::PgPool) -> member_infra::relay::Checkpoint {
     let (txid, position): (String, i64) = sqlx::query_as(
-        "SELECT txid::text, position FROM events ORDER BY txid DESC, position DESC LIMIT 1",
+        "SELECT txid::text, position FROM events ORDER BY events.txid DESC, events.position DESC LIMIT 1",
     )
     .fetch_one(pool)
     .await

@@ -5,7 +5,7 @@ use std::time::Duration;
 use member_domain::{Identity, MemberCommand};
 use member_infra::config::RelaySettings;
 use member_infra::event_store::commands::CommandService;
-use member_infra::relay::Relay;
+use member_infra::relay::{Checkpoint, EventStoreReader, Relay};
 use member_tests::kafka::{assert_complete, read_topic, stored_events, test_topic};
 use member_tests::postgres::fresh_event_store;
 use uuid::Uuid;
@@ -193,4 +193,88 @@ async fn the_overlapping_run_publishes_everything_in_order_and_stops_at_its_last
     // new relay on the same checkpoint has nothing to publish.
     let again = Relay::new(&kafka.topic, pool.clone(), &kafka, &settings).unwrap();
     assert_eq!(drain(&again).await, 0);
+}
+
+/// Transaction ids compare as numbers: as text, "10" sorts before "9", and a reader ordered by
+/// the text would return transaction 10 first, move its checkpoint past 9 and never publish it.
+#[tokio::test]
+async fn events_are_read_in_numeric_transaction_order_across_a_digit_boundary() {
+    let pool = fresh_event_store().await;
+    // Two long-ended transaction ids (9 and 10), stored in the order 10, then 9.
+    for (txid, value) in [(10_i64, "ten"), (9, "nine")] {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata, txid)
+             VALUES ('Member', $1, 1, 'MemberRegistered', '1.0', '{\"MemberRegistered\": {}}',
+                     json_build_object('value', $2::text), $3::text::xid8)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(value)
+        .bind(txid.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let reader = EventStoreReader::new(pool.clone());
+    let first = reader
+        .next_batch(Checkpoint::default(), 1)
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(first.iter().map(|e| e.txid).collect::<Vec<_>>(), [9]);
+    let from = Checkpoint {
+        txid: first[0].txid,
+        position: first[0].position,
+    };
+    let rest = reader.next_batch(from, 10).await.unwrap().events;
+    assert_eq!(rest.iter().map(|e| e.txid).collect::<Vec<_>>(), [10]);
+    let all = reader
+        .next_batch(Checkpoint::default(), 10)
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(all.iter().map(|e| e.txid).collect::<Vec<_>>(), [9, 10]);
+}
+
+/// Events of another aggregate type are not published, and the reader still moves past them
+/// (a batch of nothing but such events must not stop the relay).
+#[tokio::test]
+async fn events_of_other_aggregates_are_skipped_and_passed() {
+    let pool = fresh_event_store().await;
+    let commands = CommandService::new(pool.clone());
+    commands
+        .execute(Uuid::now_v7(), register("before-other"), None)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         VALUES ('Coupon', 'not-a-member-id', 1, 'CouponIssued', '1.0', '{}', '{}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    commands
+        .execute(Uuid::now_v7(), register("after-other"), None)
+        .await
+        .unwrap();
+    let reader = EventStoreReader::new(pool.clone());
+    let head = member_tests::kafka::store_head(&pool).await;
+    let mut from = Checkpoint::default();
+    let mut member_events = 0;
+    let mut reads = 0;
+    // One event per read: the read that meets the other aggregate's event returns no event
+    // and a checkpoint past it.
+    loop {
+        let read = reader.next_batch(from, 1).await.unwrap();
+        let Some(last) = read.last else { break };
+        assert!(last > from, "the checkpoint moves on");
+        member_events += read.events.len();
+        from = last;
+        reads += 1;
+        assert!(reads <= 5, "the reader went past every event");
+    }
+    assert_eq!(member_events, 4, "two registrations, two events each");
+    assert_eq!(reads, 5, "four member events and the other one");
+    assert_eq!(from, head);
 }

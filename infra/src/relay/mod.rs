@@ -22,7 +22,7 @@ use sqlx::PgPool;
 
 pub use checkpoint::Checkpoint;
 pub use publisher::{Deliveries, Publisher};
-pub use reader::{EventRow, EventStoreReader};
+pub use reader::{EventRow, EventStoreReader, ReadBatch};
 
 use crate::config::{KafkaSettings, RelaySettings};
 
@@ -80,21 +80,26 @@ impl Relay {
 
     /// The next batch after `from` with its records built, `None` when there is none yet.
     async fn read(&self, from: Checkpoint) -> Result<Option<Batch>, RelayError> {
-        let rows = self.reader.next_batch(from, self.batch_size).await?;
-        let Some(last) = rows.last() else {
+        let read = self.reader.next_batch(from, self.batch_size).await?;
+        let Some(to) = read.last else {
             metrics::gauge!("member_relay_lag_events").set(0.0);
             metrics::gauge!("member_relay_lag_seconds").set(0.0);
             return Ok(None);
         };
-        let to = Checkpoint {
-            txid: last.txid,
-            position: last.position,
+        // A batch of other aggregates' events only moves the checkpoint.
+        let records = if read.events.is_empty() {
+            Vec::new()
+        } else {
+            records::build(&self.reader, &read.events).await?
         };
         Ok(Some(Batch {
             to,
-            oldest: rows[0].recorded_at,
-            events: rows.len(),
-            records: records::build(&self.reader, &rows).await?,
+            oldest: read
+                .events
+                .first()
+                .map_or_else(chrono::Utc::now, |e| e.recorded_at),
+            events: read.events.len(),
+            records,
             read_at: Instant::now(),
         }))
     }
