@@ -196,14 +196,15 @@ pub async fn bench(
         let (baseline, line) = pgbench.run(c, seconds)?;
         report.command(line);
         let run = load(&command_api, &env.dir, c, seconds, step, report)?;
-        let mut r = row(format!("bind commands, {c} clients"), &run, baseline);
-        if c == 16 {
-            r = r.target(
-                ">= 1/3 of baseline, p99 < 25 ms",
-                meets_target(&run, baseline),
-            );
-        }
-        report.row(r);
+        // Context, not the target: here the relay, the broker, six projectors and the query API
+        // share the two cores with PostgreSQL and the load generator, while pgbench had them to
+        // itself. The command path's target is on the row `alone` adds, which measures it as
+        // the baseline is measured.
+        report.row(row(
+            format!("bind commands, {c} clients, under `member run` (every role on the 2 cores)"),
+            &run,
+            baseline,
+        ));
         note_failures(report, &format!("bind commands at {c} clients"), &run);
     }
     bound_cards(env).await
