@@ -124,5 +124,5 @@ async fn read(
     let key = lookup.key();
     state.flow.admit_key(&key)?;
     let hot = state.flow.is_hot(&key);
-    state.reads.read(caller.class, &lookup, hot).await
+    state.reads.read(caller.class, &lookup, &key, hot).await
 }
