@@ -95,9 +95,7 @@ async fn serve(
     match result {
         Ok(served) => {
             metrics::request(class, "ok");
-            let body = served
-                .doc
-                .to_public_json(caller.class == ReadClass::Marketing);
+            let body = served.doc.public(caller.class == ReadClass::Marketing);
             let mut response = Json(body).into_response();
             response
                 .headers_mut()
