@@ -60,12 +60,11 @@ async fn in_one_batch(
     );
     wait_for_blocked_insert(pool).await;
     let mut queued = Vec::new();
-    for (command, idempotency) in commands {
+    for (n, (command, idempotency)) in commands.into_iter().enumerate() {
         queued.push(spawn(service, command, idempotency));
-        // Queue order is spawn order only once each task has queued its append.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queue order is spawn order: each append is queued before the next command starts.
+        wait_for_queued(service, n + 1).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     lock.rollback().await.unwrap();
     holder
         .await
@@ -80,6 +79,20 @@ async fn in_one_batch(
 
 fn rand_suffix() -> u32 {
     Uuid::new_v4().as_u128() as u32 % 100_000_000
+}
+
+/// Waits until `n` appends wait for the (only, blocked) writer.
+async fn wait_for_queued(service: &CommandService, n: usize) {
+    for _ in 0..1000 {
+        if service.queued_appends() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "{n} appends never queued (queued: {})",
+        service.queued_appends()
+    );
 }
 
 async fn wait_for_blocked_insert(pool: &PgPool) {
@@ -242,7 +255,7 @@ async fn two_appends_to_one_member_never_share_a_statement() {
         let command = bind("tc_first");
         tokio::spawn(async move { service.execute(member, command, None).await })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_for_queued(&service, 1).await;
     let second = {
         let service = service.clone();
         let command = MemberCommand::BindIdentity {
@@ -250,7 +263,7 @@ async fn two_appends_to_one_member_never_share_a_statement() {
         };
         tokio::spawn(async move { service.execute(member, command, None).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for_queued(&service, 2).await;
     lock.rollback().await.unwrap();
     holder.await.unwrap().unwrap();
     let first = first.await.unwrap().expect("first bind commits");

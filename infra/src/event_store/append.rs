@@ -26,12 +26,12 @@ pub struct MemberEventRepository {
 }
 
 impl MemberEventRepository {
-    /// A repository whose appends are written by up to `writers` statements at once, each
-    /// holding the appends that arrived together (see [`group_commit`](super::group_commit)).
-    pub fn new(pool: PgPool, writers: usize) -> Self {
+    /// A repository that reads through postgres-es and appends through `appends` (see
+    /// [`group_commit`](super::group_commit)).
+    pub fn new(pool: PgPool, appends: GroupCommit) -> Self {
         Self {
-            reads: PostgresEventRepository::new(pool.clone()),
-            appends: GroupCommit::new(pool, writers),
+            reads: PostgresEventRepository::new(pool),
+            appends,
         }
     }
 

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::append::MemberEventRepository;
-use super::group_commit::DEFAULT_WRITERS;
+use super::group_commit::{GroupCommit, DEFAULT_WRITERS};
 use super::member_cache::{CachedMember, MemberCache};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -75,6 +75,7 @@ type MemberStore = PersistedEventStore<MemberEventRepository, Member>;
 pub struct CommandService {
     store: std::sync::Arc<MemberStore>,
     cache: MemberCache,
+    appends: GroupCommit,
 }
 
 /// Where the state a command was decided on came from.
@@ -103,11 +104,19 @@ impl CommandService {
     /// [`with_cache`](Self::with_cache), with up to `append_writers` group-commit statements in
     /// flight at once (see [`group_commit`](super::group_commit)).
     pub fn with_cache_and_writers(pool: PgPool, cache: MemberCache, append_writers: usize) -> Self {
-        let repo = MemberEventRepository::new(pool, append_writers);
+        let appends = GroupCommit::new(pool.clone(), append_writers);
+        let repo = MemberEventRepository::new(pool, appends.clone());
         Self {
             store: std::sync::Arc::new(PersistedEventStore::new_event_store(repo)),
             cache,
+            appends,
         }
+    }
+
+    /// How many appends wait for a group-commit writer right now (see
+    /// [`GroupCommit::queued`]).
+    pub fn queued_appends(&self) -> usize {
+        self.appends.queued()
     }
 
     pub async fn execute(

@@ -100,6 +100,12 @@ impl GroupCommit {
         }
     }
 
+    /// How many appends wait for a writer (not counting those being written): what an operator
+    /// reads as `member_append_queue_depth`, and what tests wait on to form a batch.
+    pub fn queued(&self) -> usize {
+        self.inner.lock_queue().len()
+    }
+
     /// Commits `append` (with whatever else is queued) and answers once it is committed or
     /// refused. A unique violation of the events' primary key is an optimistic-lock conflict of
     /// this command, as postgres-es reads it.
@@ -108,7 +114,11 @@ impl GroupCommit {
             return Ok(());
         }
         let (answer, answered) = oneshot::channel();
-        self.inner.lock_queue().push_back(Queued { append, answer });
+        {
+            let mut queue = self.inner.lock_queue();
+            queue.push_back(Queued { append, answer });
+            metrics::gauge!("member_append_queue_depth").set(queue.len() as f64);
+        }
         if let Ok(permit) = self.inner.writers.clone().try_acquire_owned() {
             tokio::spawn(self.inner.clone().write_queued(permit));
         }
@@ -183,6 +193,7 @@ impl Inner {
             }
             batch.push(queued);
         }
+        metrics::gauge!("member_append_queue_depth").set(queue.len() as f64);
         batch
     }
 
