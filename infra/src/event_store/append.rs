@@ -4,10 +4,10 @@
 //! round trips or more for the single event most commands append. On the command path, which is
 //! bound by PostgreSQL (docs/benchmarks.md), the append is instead one `INSERT ... SELECT FROM
 //! unnest(...)` in its own implicit transaction, shared with the appends of other commands that
-//! arrived at the same time ([`group_commit`](super::group_commit)): a command's events, the trigger's identity
-//! claims and its idempotency outcome still commit together or not at all, and a lost optimistic
-//! race is still the primary key's unique violation, read as a conflict exactly as postgres-es
-//! reads it. See docs/decisions/0013-command-path-cache-and-append.md and
+//! arrived at the same time ([`group_commit`](super::group_commit)): a command's events, the
+//! trigger's identity claims and its idempotency outcome still commit together or not at all,
+//! and a lost optimistic race is still the primary key's unique violation, read as a conflict
+//! exactly as postgres-es reads it. See docs/decisions/0013-command-path-cache-and-append.md and
 //! docs/decisions/0015-group-commit.md.
 
 use cqrs_es::persist::{

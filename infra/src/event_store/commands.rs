@@ -2,8 +2,8 @@
 //!
 //! cqrs-es decides on the aggregate (read from the event store, or from the member cache when
 //! this process wrote the member recently; see [`MemberCache`]) and commits its events in one
-//! statement, shared with the commands that commit at the same time ([`MemberEventRepository`]). The commit's
-//! transaction also runs the `member_events_before_insert` trigger (migration 0002), which claims
+//! statement, shared with the commands that commit at the same time ([`MemberEventRepository`]).
+//! The commit's transaction also runs the `member_events_before_insert` trigger (migration 0002), which claims
 //! bound identities in `identity_owners` and records idempotency keys, so a command either
 //! appends all of its events with its identities claimed, or nothing.
 

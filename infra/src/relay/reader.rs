@@ -46,20 +46,7 @@ type Row = (
     String,
     Uuid,
     DateTime<Utc>,
-);
-
-/// A [`Row`] and its aggregate type.
-type Scanned = (
-    String,
-    i64,
-    String,
-    String,
-    serde_json::Value,
-    serde_json::Value,
-    i64,
-    String,
-    Uuid,
-    DateTime<Utc>,
+    // aggregate_type: the relay publishes only `MEMBER` events.
     String,
 );
 
@@ -81,7 +68,7 @@ fn decode(row: Row) -> Result<EventRow, sqlx::Error> {
 
 const COLUMNS: &str =
     "aggregate_id, sequence, event_type, event_version, payload::jsonb, metadata::jsonb, \
-                       position, txid::text, event_id, recorded_at";
+                       position, txid::text, event_id, recorded_at, aggregate_type";
 
 #[derive(Clone)]
 pub struct EventStoreReader {
@@ -111,8 +98,8 @@ impl EventStoreReader {
     pub async fn next_batch(&self, from: Checkpoint, limit: u32) -> Result<ReadBatch, sqlx::Error> {
         // `txid` is qualified in ORDER BY: bare, it would name the `txid::text` output column and
         // sort transaction ids as text ("10" before "9").
-        let rows: Vec<Scanned> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS}, aggregate_type FROM events
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM events
              WHERE (txid, position) > ($1::text::xid8, $2)
                AND txid < pg_snapshot_xmin(pg_current_snapshot())
              ORDER BY events.txid, events.position
@@ -127,8 +114,7 @@ impl EventStoreReader {
             events: Vec::with_capacity(rows.len()),
             last: None,
         };
-        for (a, b, c, d, e, f, position, txid, i, j, aggregate_type) in rows {
-            let row: Row = (a, b, c, d, e, f, position, txid, i, j);
+        for row in rows {
             let txid: u64 = row
                 .7
                 .parse()
@@ -137,7 +123,7 @@ impl EventStoreReader {
                 txid,
                 position: row.6,
             });
-            if aggregate_type == MEMBER {
+            if row.10 == MEMBER {
                 batch.events.push(decode(row)?);
             }
         }
