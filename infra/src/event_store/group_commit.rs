@@ -202,7 +202,7 @@ impl Inner {
             self.write_alone(batch).await;
             return;
         }
-        let appends: Vec<Append> = batch.iter().map(|q| q.append.clone()).collect();
+        let appends: Vec<&Append> = batch.iter().map(|q| &q.append).collect();
         match insert(&self.pool, &appends).await {
             Ok(()) => {
                 metrics::histogram!("member_append_batch_commands").record(batch.len() as f64);
@@ -231,7 +231,7 @@ impl Inner {
 
     async fn write_alone(&self, batch: Vec<Queued>) {
         for queued in batch {
-            let outcome = insert(&self.pool, std::slice::from_ref(&queued.append))
+            let outcome = insert(&self.pool, &[&queued.append])
                 .await
                 .map_err(persistence_error);
             // The caller may have gone away; its command is committed or refused anyway.
@@ -255,7 +255,7 @@ fn same_error(err: &sqlx::Error) -> sqlx::Error {
 }
 
 /// One statement, in its own implicit transaction: the rows of `appends`, in order.
-async fn insert(pool: &PgPool, appends: &[Append]) -> Result<(), sqlx::Error> {
+async fn insert(pool: &PgPool, appends: &[&Append]) -> Result<(), sqlx::Error> {
     let rows: usize = appends.iter().map(|a| a.rows.len()).sum();
     let mut types = Vec::with_capacity(rows);
     let mut ids = Vec::with_capacity(rows);
