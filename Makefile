@@ -21,7 +21,7 @@ help: ## List the targets
 	@echo "environment: MEMBER_STACK_DIR (default .stack), MEMBER_CACHE_DIR (default ~/.cache/member-stack),"
 	@echo "             MEMBER_STACK_TIMEOUT (seconds per service, default 60)"
 
-stack-up: ## Install what is missing and start PostgreSQL, MariaDB, Redis A/B and tansu; wait until all answer
+stack-up: ## Install what is missing and start PostgreSQL, MariaDB, Redis A/B and Apache Kafka; wait until all answer
 	@$(STACK) up
 
 stack-down: ## Stop only the services the scripts started (never one that was already running)
@@ -30,8 +30,8 @@ stack-down: ## Stop only the services the scripts started (never one that was al
 stack-status: ## Print each local service, its address, whether it answers and who started it
 	@$(STACK) status
 
-broker-restart: ## Stop and start the tansu broker (only when the scripts started it)
-	@$(STACK) restart-service tansu
+broker-restart: ## Stop and start the Kafka broker (only when the scripts started it)
+	@$(STACK) restart-service kafka
 
 build: ## cargo build --workspace
 	$(CARGO) build --workspace

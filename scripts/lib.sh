@@ -1,13 +1,13 @@
 # shellcheck shell=bash disable=SC2034 # the variables are used by the scripts that source this file
-# Helpers shared by scripts/stack.sh and scripts/install-tansu.sh. Source it, do not run it.
+# Helpers shared by scripts/stack.sh and the install scripts. Source it, do not run it.
 #
 # Environment knobs (all optional):
 #   MEMBER_STACK_DIR         data, logs and pidfiles of the local stack   (default: <repo>/.stack)
-#   MEMBER_CACHE_DIR         build cache outside the clone (tansu binary)  (default: $HOME/.cache/member-stack)
+#   MEMBER_CACHE_DIR         download cache outside the clone (Kafka jars) (default: $HOME/.cache/member-stack)
 #   MEMBER_STACK_TIMEOUT     seconds to wait for one service to answer     (default: 60)
 #   MEMBER_APT_TIMEOUT       seconds allowed for one apt-get call          (default: 900)
-#   MEMBER_TANSU_BUILD_TIMEOUT  seconds allowed for `cargo install tansu`  (default: 3600)
-#   MEMBER_LOCK_TIMEOUT      seconds to wait for the stack lock            (default: 3600, covers a tansu build)
+#   MEMBER_LOCK_TIMEOUT      seconds to wait for the stack lock            (default: 3600)
+#   MEMBER_KAFKA_HEAP        the broker JVM's heap                          (default: 512m)
 
 if [[ -n "${MEMBER_LIB_SOURCED:-}" ]]; then
   return 0
@@ -25,14 +25,12 @@ RUN_DIR="$STACK_DIR/run"
 
 CACHE_DIR="${MEMBER_CACHE_DIR:-${HOME:-/root}/.cache/member-stack}"
 [[ "$CACHE_DIR" == /* ]] || CACHE_DIR="$PWD/$CACHE_DIR"
-TANSU_VERSION="0.6.0"
-TANSU_ROOT="$CACHE_DIR/tansu-$TANSU_VERSION"
-TANSU_BIN="$TANSU_ROOT/bin/tansu"
-TANSU_BUILD_LOG="$CACHE_DIR/tansu-build.log"
+KAFKA_VERSION="4.1.1"
+KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
+KAFKA_HEAP="${MEMBER_KAFKA_HEAP:-512m}"
 
 STACK_TIMEOUT="${MEMBER_STACK_TIMEOUT:-60}"
 APT_TIMEOUT="${MEMBER_APT_TIMEOUT:-900}"
-TANSU_BUILD_TIMEOUT="${MEMBER_TANSU_BUILD_TIMEOUT:-3600}"
 LOCK_TIMEOUT="${MEMBER_LOCK_TIMEOUT:-3600}"
 
 # Fixed local addresses (CONTRACT.md).
@@ -41,7 +39,8 @@ PG_PORT=5432
 MARIADB_PORT=3306
 REDIS_A_PORT=6379
 REDIS_B_PORT=6380
-TANSU_PORT=9092
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
 
 # The credentials the application uses (config/default.toml).
 DB_USER="member"
@@ -107,6 +106,21 @@ ensure_cmd() {
   if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "$cmd" ]]; then
     apt_install "$pkg"
   fi
+}
+
+# The JVMs of the stack (Kafka; Elasticsearch) need Java 17 or 21: Debian's openjdk-17 when no suitable java is
+# on PATH. JAVA_BIN is set to the one found.
+ensure_java() {
+  local v
+  for JAVA_BIN in "${JAVA_HOME:+$JAVA_HOME/bin/java}" /usr/lib/jvm/java-17-openjdk-amd64/bin/java \
+    /usr/lib/jvm/java-21-openjdk-amd64/bin/java "$(command -v java || true)"; do
+    [[ -n "$JAVA_BIN" && -x "$JAVA_BIN" ]] || continue
+    v="$("$JAVA_BIN" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)"
+    [[ "$v" == 17 || "$v" == 21 ]] && return 0
+  done
+  apt_install openjdk-17-jre-headless
+  JAVA_BIN=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
+  [[ -x "$JAVA_BIN" ]] || die "java 17 not found after installing openjdk-17-jre-headless"
 }
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The local stack of the member system: PostgreSQL, MariaDB, Redis A and B, and the tansu Kafka-API broker.
+# The local stack of the member system: PostgreSQL, MariaDB, Redis A and B, and Apache Kafka (KRaft).
 # See docs/local-stack.md. A service already answering on its address is used as it is; the scripts only ever
 # stop what they started themselves (recorded in pidfiles under $MEMBER_STACK_DIR/run).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/kafka.sh
+source "$SCRIPTS_DIR/kafka.sh"
 
 SELF="$SCRIPTS_DIR/stack.sh"
-SERVICES=(postgres mariadb redis-a redis-b tansu)
+SERVICES=(postgres mariadb redis-a redis-b kafka)
 
 usage() {
   cat <<EOF
@@ -37,7 +39,7 @@ svc_port() {
     mariadb) echo "$MARIADB_PORT" ;;
     redis-a) echo "$REDIS_A_PORT" ;;
     redis-b) echo "$REDIS_B_PORT" ;;
-    tansu) echo "$TANSU_PORT" ;;
+    kafka) echo "$KAFKA_PORT" ;;
     *) die "unknown service '$1' (known: ${SERVICES[*]})" ;;
   esac
 }
@@ -48,7 +50,7 @@ svc_pattern() {
     postgres) echo "postgres" ;;
     mariadb) echo "mariadbd" ;;
     redis-a | redis-b) echo "redis-server" ;;
-    tansu) echo "tansu" ;;
+    kafka) echo "kafka.Kafka" ;;
   esac
 }
 
@@ -83,7 +85,7 @@ svc_answers() {
         tcp_open "$port"
       fi
       ;;
-    tansu) tcp_open "$port" ;;
+    kafka) tcp_open "$port" ;;
   esac
 }
 
@@ -133,9 +135,8 @@ preinstall() {
   elif ! command -v redis-cli >/dev/null 2>&1; then
     pkgs+=(redis-tools)
   fi
-  if ! svc_answers tansu && [[ ! -x "$TANSU_BIN" ]]; then
-    command -v cc >/dev/null 2>&1 || pkgs+=(build-essential)
-    command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
+  if ! svc_answers kafka && [[ ! -f "$KAFKA_HOME/.complete" ]]; then
+    command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
   fi
   if ((${#pkgs[@]} > 0)); then
     apt_install "${pkgs[@]}"
@@ -322,57 +323,27 @@ up_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# tansu (Kafka API on 9092, SQLite storage in $DATA_DIR/tansu/tansu.db)
+# Apache Kafka on 9092 (one combined broker/controller, KRaft; data in $DATA_DIR/kafka, see scripts/kafka.sh)
 
-TANSU_ARGS=(
-  broker
-  --cluster-id member-local
-  --listener-url "tcp://$HOST:$TANSU_PORT"
-  --advertised-listener-url "tcp://$HOST:$TANSU_PORT"
-  # relative to the working directory, which is $DATA_DIR/tansu
-  --storage-engine "sqlite://tansu.db"
-)
-
-up_tansu() {
-  if svc_answers tansu; then
-    say_running tansu
+up_kafka() {
+  if svc_answers kafka; then
+    say_running kafka
     return 0
   fi
-  "$SCRIPTS_DIR/install-tansu.sh"
-  local dir="$DATA_DIR/tansu" pidfile log="$LOG_DIR/tansu.log"
-  pidfile="$(pidfile_of tansu)"
-  mkdir -p "$dir"
-  rm -f "$pidfile"
-  info "tansu: starting broker on $HOST:$TANSU_PORT (storage: $dir/tansu.db, log: $log)"
-  printf '=== %s: %s %s (cwd %s)\n' "$(date -Is)" "$TANSU_BIN" "${TANSU_ARGS[*]}" "$dir" >>"$log"
-  # setsid: own session, so the broker survives make/CI shells; the launcher writes its pid and execs tansu.
-  (
-    cd "$dir"
-    # shellcheck disable=SC2016 # $$ and $1 expand in the launcher shell
-    # tansu also reads SCHEMA_REGISTRY and OTEL_EXPORTER_OTLP_ENDPOINT from the environment: keep them out.
-    exec env -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT \
-      setsid bash -c 'echo $$ >"$1"; shift; exec nohup "$@"' tansu-launch "$pidfile" "$TANSU_BIN" "${TANSU_ARGS[@]}"
-  ) </dev/null >>"$log" 2>&1 9>&- &
-  local deadline=$((SECONDS + STACK_TIMEOUT)) pid=""
-  while ! tcp_open "$TANSU_PORT"; do
-    [[ -n "$pid" ]] || pid="$(pid_from_file "$pidfile" || true)"
-    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$log" >&2 || true
-      rm -f "$pidfile"
-      die "tansu: broker exited during start-up (see $log)"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail -n 20 "$log" >&2 || true
-      if [[ -n "$pid" ]]; then
-        stop_pid tansu "$pid" 10
-      fi
-      rm -f "$pidfile"
-      die "tansu: not answering on $HOST:$TANSU_PORT after ${STACK_TIMEOUT}s; stopped it again (see $log)"
-    fi
-    sleep 0.3
-  done
-  info "tansu: answering on $HOST:$TANSU_PORT (pid $(register_started tansu))"
-  remember_state_dir tansu
+  "$SCRIPTS_DIR/install-kafka.sh"
+  ensure_java
+  local dir="$DATA_DIR/kafka" pidfile log="$LOG_DIR/kafka.log" started=$SECONDS
+  pidfile="$(pidfile_of kafka)"
+  kafka_configure "$dir" 1 "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "1@$HOST:$KAFKA_CONTROLLER_PORT" \
+    offsets.topic.replication.factor=1 transaction.state.log.replication.factor=1 \
+    transaction.state.log.min.isr=1 share.coordinator.state.topic.replication.factor=1 \
+    share.coordinator.state.topic.min.isr=1
+  kafka_format "$dir" "$(kafka_cluster_id "$dir")"
+  info "kafka: starting Apache Kafka $KAFKA_VERSION on $HOST:$KAFKA_PORT (heap $KAFKA_HEAP, data: $dir, log: $log)"
+  kafka_launch "$dir" "$pidfile" "$log"
+  kafka_wait kafka "$KAFKA_PORT" "$pidfile" "$log" "$STACK_TIMEOUT"
+  info "kafka: answering on $HOST:$KAFKA_PORT after $((SECONDS - started))s (pid $(register_started kafka))"
+  remember_state_dir kafka
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -381,7 +352,7 @@ up_tansu() {
 up_one() {
   local svc="$1" dir
   # Redis and the broker keep data under a state dir: start them where they last ran (see lib.sh).
-  if [[ "$svc" == redis-a || "$svc" == redis-b || "$svc" == tansu ]] &&
+  if [[ "$svc" == redis-a || "$svc" == redis-b || "$svc" == kafka ]] &&
     dir="$(remembered_state_dir "$svc")" && [[ "$dir" != "$STACK_DIR" ]] && ! svc_answers "$svc"; then
     info "$svc: starting with its previous state dir $dir (it keeps its data there)"
     (
@@ -399,7 +370,7 @@ up_one_here() {
     postgres) up_postgres ;;
     mariadb) up_mariadb ;;
     redis-a | redis-b) up_redis "$1" ;;
-    tansu) up_tansu ;;
+    kafka) up_kafka ;;
     *) die "unknown service '$1' (known: ${SERVICES[*]})" ;;
   esac
 }
@@ -510,8 +481,8 @@ cmd_status() {
     fi
     printf '%-9s %-16s %-6s %s\n' "$svc" "$HOST:$port" "$state" "$owner"
   done
-  printf 'state dir: %s   tansu: %s\n' "$STACK_DIR" \
-    "$([[ -x "$TANSU_BIN" ]] && echo "$TANSU_BIN" || echo "not installed ($TANSU_BIN)")"
+  printf 'state dir: %s   kafka: %s\n' "$STACK_DIR" \
+    "$([[ -f "$KAFKA_HOME/.complete" ]] && echo "$KAFKA_HOME" || echo "not installed ($KAFKA_HOME)")"
 }
 
 cmd_check() {

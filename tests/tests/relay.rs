@@ -1,4 +1,4 @@
-//! The relay against the real PostgreSQL and tansu: commit-safe order.
+//! The relay against the real PostgreSQL and Apache Kafka: commit-safe order.
 
 use std::time::Duration;
 

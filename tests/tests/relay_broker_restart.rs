@@ -58,11 +58,11 @@ async fn relay_catches_up_after_the_broker_returns() {
 
     write(0..20).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stack(&["stop-service", "tansu"]);
+    stack(&["stop-service", "kafka"]);
     write(20..60).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stalled = Checkpoint::load(&pool, &kafka.topic).await.unwrap();
-    stack(&["start-service", "tansu"]);
+    stack(&["start-service", "kafka"]);
     write(60..80).await;
 
     let stored = stored_events(&pool).await;
