@@ -52,9 +52,10 @@ bench: ## Benchmarks against same-run baselines (release build; BENCH=query,... 
 drill: ## Fail-over drill under order-class load (release build; its own broker, DRILL_BROKER=shared for the shared one); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/drill.sh
 
-lint: ## cargo fmt --check and cargo clippy -D warnings
+lint: ## cargo fmt --check, cargo clippy -D warnings and cargo machete (unused dependencies; installed into the cache once)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@$(CURDIR)/scripts/lint-deps.sh
 
 fmt: ## cargo fmt --all
 	$(CARGO) fmt --all
