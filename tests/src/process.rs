@@ -21,6 +21,13 @@ pub fn member_binary() -> PathBuf {
     bin
 }
 
+/// The operational listeners of relay and projector processes on any free port, so that tests
+/// running side by side never collide (a test that reads them sets its own ports after these).
+pub const ANY_FREE_PORT: [(&str, &str); 2] = [
+    ("MEMBER__TELEMETRY__RELAY_LISTEN", "127.0.0.1:0"),
+    ("MEMBER__TELEMETRY__PROJECTOR_LISTEN", "127.0.0.1:0"),
+];
+
 /// Starts `member <args>` with the given environment overrides.
 pub fn spawn_member(args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(member_binary());
@@ -30,6 +37,9 @@ pub fn spawn_member(args: &[&str], env: &[(&str, &str)]) -> Child {
         .stderr(Stdio::inherit());
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
+    }
+    for (k, v) in ANY_FREE_PORT {
+        cmd.env(k, v);
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -80,7 +90,8 @@ pub fn spawn_member_captured(args: &[&str], env: &[(String, String)]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .envs(ANY_FREE_PORT);
     for (k, v) in env {
         cmd.env(k, v);
     }
