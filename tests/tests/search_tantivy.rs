@@ -195,11 +195,13 @@ async fn one_writer_per_index() {
 }
 
 /// A source with nothing to deliver (the projector idles until it is stopped).
-struct Idle;
+/// A source with nothing to read; counts how often the projector asked.
+struct Idle(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
 #[async_trait::async_trait]
 impl RecordSource for Idle {
     async fn next_batch(&mut self, _: usize, wait: Duration) -> Result<SourceBatch, SourceError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(wait).await;
         Ok(SourceBatch::default())
     }
@@ -222,11 +224,26 @@ async fn a_stopped_projector_releases_the_index_while_readers_still_hold_it() {
     index.apply(h.records()).await.unwrap();
     index.refresh().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let projector = Projector::new(Idle, index.clone(), ProjectorSettings::default());
+    let polled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let projector = Projector::new(
+        Idle(polled.clone()),
+        index.clone(),
+        ProjectorSettings::default(),
+    );
     let running = tokio::spawn(projector.run(async {
         let _ = stopped.await;
     }));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    member_tests::eventually("the projector runs", Duration::from_secs(10), || {
+        let polled = polled.load(std::sync::atomic::Ordering::SeqCst);
+        async move { polled > 0 }
+    })
+    .await;
+    assert!(
+        TantivyIndex::open(dir.path(), SearchCluster::Primary, NEVER)
+            .await
+            .is_err(),
+        "while the projector runs, its index holds the writer"
+    );
     stop.send(()).unwrap();
     running.await.unwrap();
     // `index` (a reader's handle, as the query API keeps one) is still alive: the writer's
