@@ -321,19 +321,8 @@ fn many_records(n: usize) -> Vec<MemberRecord> {
         .collect()
 }
 
-fn resident_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Indexes a 10,000-record batch into each of the three clusters and checks every document is
-/// there; prints the rate and the process's peak resident memory (informative: the test binary
-/// runs other tests in parallel unless filtered).
+/// Indexes a 10,000-record batch into each of the three clusters (kept open together) and checks
+/// every document is there. (Its rate is measured by `member-bench run --only sinks`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_thousand_record_batch_per_cluster() {
     const N: usize = 10_000;
@@ -344,13 +333,9 @@ async fn a_ten_thousand_record_batch_per_cluster() {
         let index = TantivyIndex::open(&cluster_dir(data.path(), cluster), cluster, NEVER)
             .await
             .unwrap();
-        let started = Instant::now();
         index.apply(&records).await.unwrap();
-        let elapsed = started.elapsed();
         // The same batch again is all old versions: read by the guard, nothing written.
-        let started_again = Instant::now();
         index.apply(&records).await.unwrap();
-        let elapsed_again = started_again.elapsed();
         index.refresh().await.unwrap();
         for record in records.iter().step_by(97) {
             let doc = &record.document;
@@ -363,15 +348,6 @@ async fn a_ten_thousand_record_batch_per_cluster() {
         assert_eq!(
             index.by_identity(&key).await.unwrap().as_ref(),
             Some(&records[N - 1].document)
-        );
-        println!(
-            "{cluster}: {N} records in {elapsed:?} ({:.0} docs/s); replayed in {elapsed_again:?}; \
-             VmRSS {} KiB (anon {} KiB, file {} KiB), VmHWM {} KiB",
-            N as f64 / elapsed.as_secs_f64(),
-            resident_kib("VmRSS:"),
-            resident_kib("RssAnon:"),
-            resident_kib("RssFile:"),
-            resident_kib("VmHWM:"),
         );
         // Kept open, like `member run` keeps all three.
         opened.push(index);
