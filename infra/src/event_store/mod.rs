@@ -7,12 +7,14 @@
 //! - [`group_commit`]: the appends of concurrent commands, written in one statement;
 //! - [`member_cache`]: members the command path wrote recently, a guess an append confirms;
 //! - [`replay`]: the fold of every member from its events (rebuild, verify);
-//! - [`members`]: the tools' other reads and the bulk append of `member seed --bulk`.
+//! - [`members`]: the tools' other reads and the bulk append of `member seed --bulk`;
+//! - [`imports`]: the checkpoints and quarantine of `member import`.
 
 pub mod append;
 pub mod commands;
 pub mod group_commit;
 pub mod idempotency;
+pub mod imports;
 pub mod member_cache;
 pub mod members;
 pub mod replay;

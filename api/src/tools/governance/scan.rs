@@ -77,7 +77,7 @@ pub async fn recheck(pool: &PgPool, entry: &Entry) -> anyhow::Result<Recheck> {
         identities: Vec::new(),
         member_id: entry.member_id,
     };
-    let Some(record) = entry.legacy_record() else {
+    let Some(record) = quarantine::legacy_record(entry) else {
         return Ok(unresolvable);
     };
     let Ok(identities) = record.registration() else {
