@@ -55,9 +55,10 @@ drill: ## Fail-over drill under order-class load (release build; its own broker,
 drill-kafka: ## Broker-loss drill: three private Kafka brokers, one SIGKILLed under a command load (release build); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/drill-kafka.sh
 
-lint: ## cargo fmt --check and cargo clippy -D warnings
+lint: ## cargo fmt --check, cargo clippy -D warnings and cargo machete (unused dependencies; installed into the cache once)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@$(CURDIR)/scripts/lint-deps.sh
 
 fmt: ## cargo fmt --all
 	$(CARGO) fmt --all

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 
 use crate::command_api::CommandApi;
 use crate::query_api::{QueryApi, QueryBackends};
-use crate::run::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// A role a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,12 +107,12 @@ impl App {
                 mysql: store(Target::Mysql).reader(),
                 status: Some(Arc::new(ConsumerGroupLag::new(settings))),
             };
-            Some(crate::run::query_api(settings, backends).await?)
+            Some(query_api(settings, backends).await?)
         } else {
             None
         };
         let relay = match (roles.contains(&Role::Relay), &pool) {
-            (true, Some(pool)) => Some(crate::run::relay(settings, pool.clone())?),
+            (true, Some(pool)) => Some(relay(settings, pool.clone())?),
             _ => None,
         };
         // The projectors share one reader of the topic (ADR 0014); each consumes for its own group.
@@ -202,6 +202,26 @@ impl App {
         }
         result
     }
+}
+
+/// The query API over the given backends, bound to `query_api.listen`. Warns when the published
+/// default keys are used on an address other than loopback. (The owner wires the real adapters:
+/// Redis centers, search clusters, MySQL shards.)
+async fn query_api(settings: &Settings, backends: QueryBackends) -> anyhow::Result<QueryApi> {
+    if let Some(warning) = crate::query_api::auth::default_keys_warning(&settings.query_api) {
+        tracing::warn!("{warning}");
+    }
+    QueryApi::build(backends, settings, settings.query_api.listen).await
+}
+
+fn relay(settings: &Settings, pool: PgPool) -> anyhow::Result<Relay> {
+    Relay::new(
+        &settings.kafka.topic,
+        pool,
+        &settings.kafka,
+        &settings.relay,
+    )
+    .context("creating the kafka producer (kafka.brokers)")
 }
 
 /// Connects to the event store and brings its schema up to date.

@@ -1,6 +1,9 @@
 //! HTTP pieces shared by the APIs: the JSON error body, health and metrics routes, and the
 //! fallback for unknown routes.
 
+use std::net::SocketAddr;
+
+use anyhow::Context;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -50,6 +53,53 @@ pub fn operational_routes<R: Readiness>(readiness: R) -> Router {
                 }
             }),
         )
+}
+
+/// A process that is up is ready: for the roles without an API (relay, projector), whose
+/// progress and failures show in `/metrics` (lag, `member_projector_up`, failure counters).
+#[derive(Clone, Copy)]
+pub struct Up;
+
+impl Readiness for Up {
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A listener that answers only the operational routes: for `member serve relay` and
+/// `member serve projector`, which have no API to carry them.
+pub struct OperationalServer {
+    listener: tokio::net::TcpListener,
+    name: &'static str,
+}
+
+impl OperationalServer {
+    /// Binds `listen` (the setting named `key`, for the error message).
+    pub async fn bind(listen: SocketAddr, key: &'static str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding /metrics and /healthz to {listen} ({key})"))?;
+        Ok(Self {
+            listener,
+            name: key,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener")
+    }
+
+    /// Serves until `stop` resolves.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = operational_routes(Up).fallback(not_found);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+            .with_context(|| format!("serving the operational routes ({})", self.name))
+    }
 }
 
 pub async fn not_found() -> Response {

@@ -7,5 +7,6 @@ pub mod command_api;
 pub mod http;
 pub mod query_api;
 pub mod run;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tools;

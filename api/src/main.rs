@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 use member_api::app::Role as AppRole;
 use member_api::cli::{Cli, Command, Role};
-use member_api::run::{self, Shutdown};
+use member_api::run;
+use member_api::shutdown::{Interrupted, Shutdown, INTERRUPTED_EXIT};
 use member_infra::config::Settings;
 
 /// jemalloc instead of glibc's malloc: with glibc's per-thread arenas, `member run` (tokio
@@ -18,8 +19,22 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     member_api::telemetry::init_logs();
     let settings = Settings::load().context("loading configuration")?;
-    let shutdown = Shutdown::on(run::shutdown_signal());
-    match cli.command {
+    // The first SIGINT/SIGTERM stops every role and tool cleanly, a second one exits at once.
+    let shutdown = Shutdown::on_signals();
+    match command(cli.command, settings, shutdown).await {
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(interrupted) => {
+                eprintln!("member: {interrupted}");
+                std::process::exit(INTERRUPTED_EXIT)
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+async fn command(command: Command, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    match command {
         Command::Run => run::serve(settings, &AppRole::all(), shutdown).await,
         Command::Serve { role } => {
             let role = match role {
@@ -58,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
                 batch as usize,
             )?;
             let pool = member_api::app::event_store(&settings).await?;
-            let report = member_api::tools::rebuild::rebuild(&settings, &pool, &plan).await?;
+            let report =
+                member_api::tools::rebuild::rebuild(&settings, &pool, &plan, &shutdown).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -80,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
                 repair,
                 settle: std::time::Duration::from_millis(settle_ms),
             };
-            let report = member_api::tools::verify::verify(&settings, &pool, &options).await?;
+            let report =
+                member_api::tools::verify::verify(&settings, &pool, &options, &shutdown).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -92,10 +109,14 @@ async fn main() -> anyhow::Result<()> {
                 member_api::cli::exit::DIFFERENCES
             })
         }
-        Command::Seed(args) => exit_with(member_api::tools::seed::run(&settings, args).await),
-        Command::Import(args) => exit_with(member_api::tools::import::run(&settings, args).await),
+        Command::Seed(args) => {
+            exit_with(member_api::tools::seed::run(&settings, args, &shutdown).await)
+        }
+        Command::Import(args) => {
+            exit_with(member_api::tools::import::run(&settings, args, &shutdown).await)
+        }
         Command::Governance(args) => {
-            exit_with(member_api::tools::governance::run(&settings, args).await)
+            exit_with(member_api::tools::governance::run(&settings, args, &shutdown).await)
         }
         Command::Migrate => {
             member_api::app::event_store(&settings).await?;

@@ -1,83 +1,61 @@
-//! Process wiring: which roles run, how they share connections, and how they stop.
-//!
-//! Shutdown follows mini-redis: one signal future fans out to every role through a watch
-//! channel; each role stops taking work and drains what is in flight before `run` returns.
+//! Process wiring: build the roles, run them until the shutdown (crate::shutdown).
 
-use anyhow::Context;
 use member_infra::config::Settings;
-use sqlx::PgPool;
-use tokio::sync::watch;
-
-use member_infra::relay::Relay;
 
 use crate::app::{App, Role};
-use crate::query_api::{QueryApi, QueryBackends};
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
-    tracing::info!("shutdown requested, draining");
-}
-
-/// A shutdown that several tasks can wait for.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// A shutdown triggered when `signal` resolves.
-    pub fn on(signal: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            signal.await;
-            let _ = tx.send(true);
-        });
-        Self(rx)
-    }
-
-    pub async fn wait(mut self) {
-        let _ = self.0.wait_for(|stopped| *stopped).await;
-    }
-}
-
-/// The query API over the given backends, bound to `query_api.listen`. Warns when the published
-/// default keys are used on an address other than loopback. (The owner wires the real adapters:
-/// Redis centers, search clusters, MySQL shards.)
-pub async fn query_api(settings: &Settings, backends: QueryBackends) -> anyhow::Result<QueryApi> {
-    if let Some(warning) = crate::query_api::auth::default_keys_warning(&settings.query_api) {
-        tracing::warn!("{warning}");
-    }
-    QueryApi::build(backends, settings, settings.query_api.listen).await
-}
-
-pub fn relay(settings: &Settings, pool: PgPool) -> anyhow::Result<Relay> {
-    Relay::new(
-        &settings.kafka.topic,
-        pool,
-        &settings.kafka,
-        &settings.relay,
-    )
-    .context("creating the kafka producer (kafka.brokers)")
-}
+use crate::http::OperationalServer;
+use crate::shutdown::Shutdown;
 
 /// Builds the roles and runs them until shutdown: `member run` (every role) and
-/// `member serve <role>` (one).
+/// `member serve <role>` (one). A process without an API (`member serve relay`, `member serve
+/// projector`) answers `/healthz`, `/readyz` and `/metrics` on its `telemetry.*_listen`.
 pub async fn serve(settings: Settings, roles: &[Role], shutdown: Shutdown) -> anyhow::Result<()> {
-    App::build(&settings, roles)
-        .await?
-        .run_until_stopped(shutdown)
-        .await
+    let operational = match operational_listen(&settings, roles) {
+        Some((listen, key)) => {
+            let server = OperationalServer::bind(listen, key).await?;
+            tracing::info!(addr = %server.local_addr(), "serving /healthz, /readyz and /metrics");
+            Some(tokio::spawn(
+                server.run_until_stopped(shutdown.clone().wait()),
+            ))
+        }
+        None => None,
+    };
+    let served = match App::build(&settings, roles).await {
+        Ok(app) => app.run_until_stopped(shutdown).await,
+        Err(e) => Err(e),
+    };
+    if let Some(operational) = operational {
+        if served.is_err() {
+            operational.abort();
+        } else {
+            operational
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)?;
+        }
+    }
+    served
+}
+
+/// Where a process without an API serves the operational routes (and the setting's name).
+pub fn operational_listen(
+    settings: &Settings,
+    roles: &[Role],
+) -> Option<(std::net::SocketAddr, &'static str)> {
+    if roles
+        .iter()
+        .any(|r| matches!(r, Role::CommandApi | Role::QueryApi))
+    {
+        return None;
+    }
+    if roles.contains(&Role::Relay) {
+        return Some((settings.telemetry.relay_listen, "telemetry.relay_listen"));
+    }
+    roles
+        .iter()
+        .any(|r| matches!(r, Role::Projector(_)))
+        .then_some((
+            settings.telemetry.projector_listen,
+            "telemetry.projector_listen",
+        ))
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use member_api::app::{App, Role};
-use member_api::run::Shutdown;
+use member_api::shutdown::Shutdown;
 use member_domain::IdentityKey;
 use member_projections::{MemberReader, Target};
 use serde_json::json;

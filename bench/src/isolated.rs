@@ -80,6 +80,11 @@ impl Isolated {
         }
         writeln!(toml, "[command_api]\nlisten = \"{command}\"")?;
         writeln!(toml, "[query_api]\nlisten = \"{query}\"")?;
+        // Benchmarks start several relay and projector processes: any free port each.
+        writeln!(
+            toml,
+            "[telemetry]\nrelay_listen = \"127.0.0.1:0\"\nprojector_listen = \"127.0.0.1:0\""
+        )?;
         // The shipped quotas (5,000/s per caller, 20,000/s in all) would cap the measurement
         // itself: the benchmark measures capacity, so its callers get quotas it cannot reach.
         for (name, key, class) in [

@@ -20,6 +20,7 @@ mod rebuild;
 mod relay;
 mod report;
 mod run;
+mod sinks;
 mod wrk;
 
 use std::path::PathBuf;
@@ -58,8 +59,8 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Comma-separated subset: commands, query, relay, projectors, freshness (memory is
-        /// measured whenever commands or query run).
+        /// Comma-separated subset: commands, query, relay, projectors, freshness, sinks (memory
+        /// is measured whenever commands or query run).
         #[arg(long, default_value = "all")]
         only: String,
         /// Seconds per timed step (the whole run stays within about 15 minutes at 10).

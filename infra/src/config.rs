@@ -26,6 +26,7 @@ pub struct Settings {
     pub query_api: QueryApiSettings,
     pub relay: RelaySettings,
     pub projector: ProjectorSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +250,17 @@ pub struct ProjectorSettings {
     pub batch_size: u32,
     /// How long a projector waits for the first record of a batch.
     pub max_wait_ms: u64,
+}
+
+/// `[telemetry]`: where `member serve relay` and `member serve projector` answer `/healthz`,
+/// `/readyz` and `/metrics` (the APIs answer them on their own listeners; `member run` binds
+/// neither of these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub relay_listen: SocketAddr,
+    /// One projector process per target: several on one host need a port each (or port 0).
+    pub projector_listen: SocketAddr,
 }
 
 /// The configuration could not be loaded; the message names the offending key or file.

@@ -7,12 +7,18 @@
 //! - the sink and source ports and the projector loop (see `projector`);
 //! - the read policy of the query API, without I/O: [`routing`] (chains per caller class) and
 //!   [`breaker`] (the circuit breaker state machine).
+//!
+//! With the `test-support` feature (tests only, never the `member` binary): `fixtures` (records
+//! built from domain events, as the relay builds them) and `memory` (the in-memory reference
+//! sink).
 #![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod breaker;
 pub mod document;
+#[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
+#[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 pub mod projector;
 pub mod record;

@@ -70,7 +70,9 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test]
+// Paused time: the sleeps below and the projector's retry backoff advance a virtual clock, so
+// "400 ms of retries" is the same amount of work on a busy machine as on an idle one.
+#[tokio::test(start_paused = true)]
 async fn offsets_are_committed_only_after_the_sink_applied_the_batch() {
     let all = records(10);
     let committed = Arc::new(Mutex::new(0));
@@ -109,7 +111,7 @@ async fn offsets_are_committed_only_after_the_sink_applied_the_batch() {
     task.await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_while_the_sink_is_down_commits_nothing() {
     let committed = Arc::new(Mutex::new(0));
     let store = Arc::new(MemoryStore::new("memory"));

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use member_api::app::{App, Role};
-use member_api::run::Shutdown;
+use member_api::shutdown::Shutdown;
 use member_infra::config::Settings;
 use member_infra::stores::Store;
 use member_projections::{MemberDocument, MemberReader, Target};

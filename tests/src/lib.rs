@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod eventually;
 pub mod kafka;
 pub mod mysql;
 pub mod postgres;
@@ -15,6 +16,7 @@ pub mod sink_contract;
 pub mod spawn;
 pub mod tools;
 
+pub use eventually::eventually;
 pub use spawn::{spawn_command_api, TestApp};
 
 /// The settings of the local stack (config/default.toml plus MEMBER__* overrides).

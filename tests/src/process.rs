@@ -2,7 +2,8 @@
 //! things.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 /// The `member` binary built next to this test (`cargo test --workspace` builds it).
 pub fn member_binary() -> PathBuf {
@@ -20,6 +21,13 @@ pub fn member_binary() -> PathBuf {
     bin
 }
 
+/// The operational listeners of relay and projector processes on any free port, so that tests
+/// running side by side never collide (a test that reads them sets its own ports after these).
+pub const ANY_FREE_PORT: [(&str, &str); 2] = [
+    ("MEMBER__TELEMETRY__RELAY_LISTEN", "127.0.0.1:0"),
+    ("MEMBER__TELEMETRY__PROJECTOR_LISTEN", "127.0.0.1:0"),
+];
+
 /// Starts `member <args>` with the given environment overrides.
 pub fn spawn_member(args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(member_binary());
@@ -29,6 +37,9 @@ pub fn spawn_member(args: &[&str], env: &[(&str, &str)]) -> Child {
         .stderr(Stdio::inherit());
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
+    }
+    for (k, v) in ANY_FREE_PORT {
+        cmd.env(k, v);
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -47,4 +58,56 @@ pub fn stack(args: &[&str]) {
         .status()
         .expect("run stack.sh");
     assert!(status.success(), "stack.sh {args:?} failed: {status}");
+}
+
+/// A signal a test sends to a child process.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (what an orchestrator sends).
+    Terminate,
+}
+
+/// Sends `signal` to the process `pid` (with kill(1): the tests forbid unsafe code).
+pub fn send_signal(pid: u32, signal: Signal) {
+    let name = match signal {
+        Signal::Interrupt => "INT",
+        Signal::Terminate => "TERM",
+    };
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid} failed: {status}");
+}
+
+/// Starts `member <args>` with the given environment, stdout and stderr captured (read them
+/// with [`wait_exit`]).
+pub fn spawn_member_captured(args: &[&str], env: &[(String, String)]) -> Child {
+    let mut cmd = Command::new(member_binary());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .envs(ANY_FREE_PORT);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn member")
+}
+
+/// Waits for a child to exit (off the async threads) and returns what it printed; SIGKILLs it
+/// and panics when it is still running after `timeout`.
+pub async fn wait_exit(child: Child, timeout: Duration) -> Output {
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"));
+    match tokio::time::timeout(timeout, waiting).await {
+        Ok(output) => output.expect("the waiting task"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("member (pid {pid}) still running after {timeout:?}");
+        }
+    }
 }

@@ -525,23 +525,34 @@ async fn shutdown_finishes_the_commands_in_flight() {
                 .await
         }
     });
-    // Wait until the command is waiting on the lock.
     let pool = app.pool.clone();
-    let mut waited = 0;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-            .fetch_one(&pool).await.unwrap();
-        if waiting > 0 {
-            break;
-        }
-        waited += 1;
-        assert!(waited < 200, "the command never reached the database");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    member_tests::eventually(
+        "the command waits on the lock",
+        std::time::Duration::from_secs(5),
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                waiting > 0
+            }
+        },
+    )
+    .await;
     let addr = app.addr;
     let stopping = tokio::spawn(app.stop());
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The shutdown has begun once the listener is closed; the command in flight still holds it.
+    member_tests::eventually(
+        "the server stops accepting",
+        std::time::Duration::from_secs(10),
+        || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
     assert!(
         !stopping.is_finished(),
         "shutdown waits for the command in flight"

@@ -43,7 +43,14 @@ async fn redis_b_catches_up_after_a_restart() {
 
     stack(&["stop-service", "redis-b"]);
     write(30..80).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Everything written during the outage is on the topic, in front of the projector of the
+    // stopped store.
+    member_tests::kafka::wait_for_relay(
+        &app.pool,
+        &app.settings.kafka.topic,
+        Duration::from_secs(30),
+    )
+    .await;
     stack(&["start-service", "redis-b"]);
     write(80..100).await;
 

@@ -193,15 +193,11 @@ async fn a_slow_backend_times_out_within_the_same_request() {
     let app = spawn_query_api().await;
     let (id, h, _) = member();
     app.stores.apply_all(h.records()).await;
-    app.stores.redis_a.set_delay(Duration::from_millis(400));
-    let started = Instant::now();
+    // Far beyond the 50 ms backend timeout: without the timeout the answer would come from
+    // redis-a, half a minute later.
+    app.stores.redis_a.set_delay(Duration::from_secs(30));
     let r = by_id(&app, ORDER, id).await;
     assert_eq!((r.status, r.served_from()), (StatusCode::OK, "redis-b"));
-    assert!(
-        started.elapsed() < Duration::from_millis(350),
-        "waited {:?} for a backend with a 50 ms timeout",
-        started.elapsed()
-    );
     app.stop().await.unwrap();
 }
 

@@ -187,16 +187,26 @@ async fn concurrent_readers_never_see_a_version_go_backwards() {
     for store in app.stores.all() {
         store.set_down(false);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let client = Client::new();
-    let r: Value = client
-        .get(app.url(&format!("/v1/members/{id}")))
-        .bearer_auth("local-order-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["version"].as_u64(), Some(VERSIONS as u64), "{r}");
+    let url = app.url(&format!("/v1/members/{id}"));
+    member_tests::eventually(
+        "reads converge on the last version",
+        Duration::from_secs(10),
+        || {
+            let (client, url) = (&client, &url);
+            async move {
+                let r: Value = client
+                    .get(url)
+                    .bearer_auth("local-order-key")
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                r["version"].as_u64() == Some(VERSIONS as u64)
+            }
+        },
+    )
+    .await;
 }

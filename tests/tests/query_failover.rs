@@ -115,10 +115,21 @@ async fn order_reads_survive_each_backend_going_down_and_return_when_restored() 
     let marketing = Arc::new(Mutex::new(Tally::default()));
     let marketing_load = load("local-marketing-key", marketing.clone());
 
+    // A phase lasts until it has answered a few hundred order requests (however long they take
+    // while backends time out and breakers open).
     let phase = |name: &'static str| {
         let order = order.clone();
         async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            member_tests::eventually(
+                &format!("{name}: 300 order requests"),
+                Duration::from_secs(60),
+                || {
+                    let t = order.lock().unwrap();
+                    let answered = t.served_from.values().sum::<u64>() + t.failures.len() as u64;
+                    async move { answered >= 300 }
+                },
+            )
+            .await;
             let mut t = order.lock().unwrap();
             let snapshot = std::mem::take(&mut t.served_from);
             assert!(

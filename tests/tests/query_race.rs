@@ -55,19 +55,23 @@ async fn readers_never_see_a_version_go_backwards() {
         "/v1/members?kind=elong_card&value={}",
         ids.card.value()
     ));
-    // Wait until readable.
-    for _ in 0..300 {
-        let r = client
-            .get(&by_id)
-            .bearer_auth("local-order-key")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    member_tests::eventually(
+        "the new member is readable",
+        Duration::from_secs(15),
+        || {
+            let (client, by_id) = (&client, &by_id);
+            async move {
+                let r = client
+                    .get(by_id)
+                    .bearer_auth("local-order-key")
+                    .send()
+                    .await
+                    .unwrap();
+                r.status() == StatusCode::OK
+            }
+        },
+    )
+    .await;
 
     // Writer: 40 updates (bind and unbind an account, alternately).
     let writer = tokio::spawn({

@@ -101,7 +101,11 @@ async fn the_fence_lives_for_fence_ttl_only() {
     let _: () = conn.del(document_key(id)).await.unwrap();
     let v2 = &h.records()[1].document;
     assert!(!a.fill(v2).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    member_tests::eventually("the fence expires", Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        async move { !conn.exists::<_, bool>(fence_key(id)).await.unwrap() }
+    })
+    .await;
     // The fence has expired: the known window that `fence_ttl_ms` must cover (search lag).
     assert!(a.fill(v2).await.unwrap());
     assert_eq!(a.by_id(id).await.unwrap().as_ref(), Some(v2));
@@ -209,7 +213,17 @@ async fn documents_entries_and_tombstones_expire() {
             "{key}: pttl {pttl}, at most {max}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let keys = [
+        document_key(id),
+        fence_key(id),
+        identity_key(&ids.mobile.key()),
+        identity_key(&ids.card.key()),
+    ];
+    member_tests::eventually("every key expires", Duration::from_secs(10), || {
+        let (mut conn, keys) = (conn.clone(), keys.clone());
+        async move { conn.exists::<_, u64>(&keys).await.unwrap() == 0 }
+    })
+    .await;
     assert_eq!(b.by_id(id).await.unwrap(), None);
     assert_eq!(b.by_identity(&ids.mobile.key()).await.unwrap(), None);
     let left: u64 = conn
@@ -239,14 +253,13 @@ async fn an_undecodable_document_is_corrupt() {
 }
 
 #[tokio::test]
-async fn an_unreachable_center_is_unavailable_and_fails_fast() {
+async fn an_unreachable_center_is_unavailable() {
     let dead = RedisCenter::new(
         "redis-a",
         "redis://127.0.0.1:1",
         Expiry::from_settings(&member_tests::settings().redis),
     )
     .unwrap();
-    let started = Instant::now();
     let ids = Ids::fresh();
     let (id, h) = member(&ids);
     let err = dead.ping().await.unwrap_err();
@@ -255,11 +268,6 @@ async fn an_unreachable_center_is_unavailable_and_fails_fast() {
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err:?}");
     let err = dead.by_id(id).await.unwrap_err();
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 /// A center that restarts (empty, scripts unloaded) is used again without a new adapter: the
@@ -298,8 +306,8 @@ async fn a_restarted_center_is_written_again() {
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err:?}");
 }
 
-/// 2,000 members of 5 records each in one batch (one pipeline); the throughput is printed
-/// (`cargo test --test sink_redis -- --nocapture`).
+/// 2,000 members of 5 records each in one batch (one pipeline): every document lands. (Its rate
+/// is measured by `member-bench run --only sinks`.)
 #[tokio::test]
 async fn a_ten_thousand_record_batch() {
     let a = center("redis-a");
@@ -317,14 +325,7 @@ async fn a_ten_thousand_record_batch() {
         .flat_map(|(_, h)| h.records().iter().cloned())
         .collect();
     assert_eq!(records.len(), 10_000);
-    let started = Instant::now();
     a.apply(&records).await.unwrap();
-    let elapsed = started.elapsed();
-    println!(
-        "redis: 10,000 records (2,000 documents, 8,000 identity entries) in {:.0} ms: {:.0} records/s",
-        elapsed.as_secs_f64() * 1000.0,
-        10_000.0 / elapsed.as_secs_f64()
-    );
     for (ids, h) in histories.iter().step_by(97) {
         let doc = &h.records().last().unwrap().document;
         assert_eq!(a.by_id(doc.member_id).await.unwrap().as_ref(), Some(doc));

@@ -341,3 +341,164 @@ async fn a_killed_import_resumes_and_ends_like_an_uninterrupted_one() {
     assert_eq!(quarantine(&pool).await, quarantine(&reference_pool).await);
     assert_eq!(event_count(&pool).await, event_count(&reference_pool).await);
 }
+
+#[tokio::test]
+async fn a_signal_stops_the_import_at_a_checkpoint_and_running_again_resumes_there() {
+    use member_tests::process::{send_signal, spawn_member_captured, wait_exit, Signal};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "signalled.jsonl", &larger_file(3000));
+    let (reference_pool, reference_url) = fresh_event_store_with_url().await;
+    assert_eq!(import(&reference_url, &file, &[]).0, 2);
+
+    let (pool, url) = fresh_event_store_with_url().await;
+    let env = [("MEMBER__POSTGRES__URL".to_owned(), url.clone())];
+    let child = spawn_member_captured(&["import", "--from", file.to_str().unwrap()], &env);
+    member_tests::eventually(
+        "the import passes a checkpoint",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move {
+                let line: Option<i64> =
+                    sqlx::query_scalar("SELECT next_line FROM import_checkpoints")
+                        .fetch_optional(&pool)
+                        .await
+                        .unwrap_or(None);
+                line.is_some_and(|line| line > 100)
+            }
+        },
+    )
+    .await;
+    send_signal(child.id(), Signal::Terminate);
+    let out = wait_exit(child, Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    // "the import stopped before line N (checkpoint saved); run the same command again ..."
+    let line: i64 = stderr
+        .split("stopped before line ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("names the line to resume at: {stderr}"));
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert!(line > 100 && line < 3000, "{line}");
+    let (next_line, finished): (i64, bool) =
+        sqlx::query_as("SELECT next_line, finished_at IS NOT NULL FROM import_checkpoints")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (next_line, finished),
+        (line, false),
+        "the checkpoint is kept"
+    );
+    // Exactly the lines before it are handled.
+    let handled: Option<i64> = sqlx::query_scalar("SELECT max(line_number) FROM import_quarantine")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        handled.is_some_and(|handled| handled < line),
+        "no line at or after the checkpoint was quarantined"
+    );
+
+    let (code, out) = import(&url, &file, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!("(from line {line})")),
+        "it resumed there: {out}"
+    );
+    assert_eq!(members(&pool).await, members(&reference_pool).await);
+    assert_eq!(quarantine(&pool).await, quarantine(&reference_pool).await);
+    assert_eq!(event_count(&pool).await, event_count(&reference_pool).await);
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_a_stuck_import_at_once() {
+    use member_tests::process::{send_signal, Signal};
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "stuck.jsonl", &larger_file(50));
+    let (pool, url) = fresh_event_store_with_url().await;
+
+    // The import's first command waits for this lock: the line in flight cannot finish.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut child = Command::new(member_binary())
+        .arg("import")
+        .arg("--from")
+        .arg(&file)
+        .env("MEMBER__POSTGRES__URL", &url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn member import");
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let stderr = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let line = line.unwrap_or_default();
+                let mut all = stderr.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        })
+    };
+    member_tests::eventually(
+        "the import waits for the lock",
+        Duration::from_secs(30),
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                waiting > 0
+            }
+        },
+    )
+    .await;
+
+    send_signal(child.id(), Signal::Interrupt);
+    member_tests::eventually("the first signal is seen", Duration::from_secs(10), || {
+        let seen = stderr.lock().unwrap().contains("shutdown requested");
+        async move { seen }
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the clean stop waits for the line in flight"
+    );
+    send_signal(child.id(), Signal::Interrupt);
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .expect("the second signal ends the process at once")
+    .unwrap();
+    reader.join().unwrap();
+    let stderr = stderr.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    assert!(
+        !stderr.contains("stopped by a signal"),
+        "no clean stop: {stderr}"
+    );
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        event_count(&pool).await,
+        0,
+        "the line in flight was not written"
+    );
+}

@@ -312,3 +312,120 @@ async fn bad_rebuild_and_verify_arguments_are_refused_with_a_clear_error_and_cha
     .unwrap();
     assert_eq!(created, 0);
 }
+
+/// Members rows in every logical shard's table of `set` (0 for a table that does not exist).
+async fn member_rows(
+    shards: &member_infra::mysql::MysqlShards,
+    logical_shards: u32,
+    set: &str,
+) -> i64 {
+    let mut total = 0;
+    for shard in 0..logical_shards {
+        let pool = shards.pool(shards.shard_map().database_index_of(shard));
+        let n: Result<i64, _> =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM `members_{set}_{shard:04}`"))
+                .fetch_one(pool)
+                .await;
+        total += n.unwrap_or(0);
+    }
+    total
+}
+
+/// The generation directories of the primary search cluster.
+fn generation_dirs(settings: &member_infra::config::Settings) -> Vec<String> {
+    let root = member_infra::search::tantivy::cluster_dir(
+        &settings.data_dir,
+        member_infra::search::SearchCluster::Primary,
+    );
+    let mut dirs: Vec<String> = std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_stops_a_rebuild_before_the_hand_over_and_leaves_the_live_stores_untouched() {
+    use member_tests::process::{send_signal, spawn_member_captured, wait_exit, Signal};
+    const MEMBERS: i64 = 5000;
+    let (settings, _pool, _data_dir) = isolated_settings().await;
+    let logical_shards = settings.mysql.logical_shards;
+    let shards = member_tests::mysql::migrated(&settings.mysql).await;
+    let ran = run_member(
+        &settings,
+        &["seed", "--members", &MEMBERS.to_string(), "--bulk"],
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let generations_before = generation_dirs(&settings);
+
+    // One member per write: slow enough to be stopped in the middle of the fold.
+    let args = [
+        "rebuild",
+        "--target",
+        "mysql,search-primary",
+        "--batch",
+        "1",
+    ];
+    let child = spawn_member_captured(&args, &member_tests::tools::member_env(&settings));
+    member_tests::eventually(
+        "the rebuild writes the new table set",
+        Duration::from_secs(60),
+        || {
+            let shards = &shards;
+            async move { member_rows(shards, logical_shards, "next").await > 50 }
+        },
+    )
+    .await;
+    send_signal(child.id(), Signal::Interrupt);
+    let out = wait_exit(child, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("run the same command again to rebuild from the start"),
+        "{stderr}"
+    );
+
+    // The partial build is gone and the live stores never saw it.
+    let next_tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables
+         WHERE table_schema = DATABASE() AND table_name LIKE 'members\\_next\\_%'",
+    )
+    .fetch_one(shards.pool(0))
+    .await
+    .unwrap();
+    assert_eq!(next_tables, 0, "the partial table set was dropped");
+    assert_eq!(member_rows(&shards, logical_shards, "live").await, 0);
+    // (The rebuild creates an empty live generation when there is none.)
+    let live = live_generation(&settings);
+    let mut expected_dirs = generations_before.clone();
+    expected_dirs.extend(live.clone());
+    expected_dirs.sort();
+    expected_dirs.dedup();
+    assert_eq!(
+        generation_dirs(&settings),
+        expected_dirs,
+        "the partial search generation was removed, only the live one is left"
+    );
+
+    // Running again rebuilds from the start.
+    let ran = run_member(
+        &settings,
+        &["rebuild", "--target", "mysql,search-primary", "--json"],
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.json()["members"].as_i64(), Some(MEMBERS));
+    assert_eq!(member_rows(&shards, logical_shards, "live").await, MEMBERS);
+    assert_ne!(
+        live_generation(&settings),
+        live,
+        "a new generation was swapped in"
+    );
+}

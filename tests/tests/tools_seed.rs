@@ -149,3 +149,54 @@ async fn bulk_seeded_members_flow_through_the_relay_into_the_projections() {
     wait_converged(reader.as_ref(), &truth, Duration::from_secs(60)).await;
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_signal_stops_the_seed_after_the_members_in_flight_and_running_again_goes_on() {
+    use member_tests::process::{send_signal, spawn_member_captured, wait_exit, Signal};
+    let (pool, url) = fresh_event_store_with_url().await;
+    let env = [("MEMBER__POSTGRES__URL".to_owned(), url.clone())];
+    // Far more members than can be seeded before the signal.
+    let child = spawn_member_captured(
+        &[
+            "seed",
+            "--members",
+            "1000000",
+            "--seed",
+            "9",
+            "--concurrency",
+            "4",
+        ],
+        &env,
+    );
+    member_tests::eventually("the seed writes members", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move { event_count(&pool).await > 100 }
+    })
+    .await;
+    send_signal(child.id(), Signal::Interrupt);
+    let out = wait_exit(child, Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("run the same command again"),
+        "says how to resume: {stderr}"
+    );
+
+    // The members in flight finished: the store holds exactly members 0..n of the seed, each
+    // complete, and nothing more arrives.
+    let seeded = members(&pool).await;
+    let n = seeded.len() as u64;
+    assert!(n > 0 && n < 1_000_000, "{n} members");
+    assert_eq!(seeded, expected(9, n));
+    assert!(stdout.contains(&format!("seeded {n} members")), "{stdout}");
+
+    // Running again recognises them and goes on.
+    let (code, out) = seed(&url, &["--members", &(n + 10).to_string(), "--seed", "9"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("seeded 10 members") && out.contains(&format!("{n} already present")),
+        "{out}"
+    );
+    assert_eq!(members(&pool).await, expected(9, n + 10));
+}

@@ -28,7 +28,6 @@ use member_infra::config::FlowSettings;
 use member_projections::routing::ReadClass;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::auth::Caller;
 use super::errors::{LimitReason, QueryError};
 
 /// A quota of `rate` per second (fractions allowed) with `burst` cells.
@@ -120,13 +119,16 @@ impl FlowControl {
         }
     }
 
-    /// The caller's quota, then the global budget (marketing within its share).
-    pub fn admit(&self, caller: &Caller) -> Result<(), QueryError> {
-        caller
-            .quota
+    /// The caller's own quota, then the global budget (marketing within its share).
+    pub fn admit(
+        &self,
+        quota: &DefaultDirectRateLimiter,
+        class: ReadClass,
+    ) -> Result<(), QueryError> {
+        quota
             .check()
             .map_err(|n| self.limited(LimitReason::Quota, n))?;
-        if caller.class == ReadClass::Marketing {
+        if class == ReadClass::Marketing {
             self.marketing
                 .check()
                 .map_err(|n| self.limited(LimitReason::MarketingShed, n))?;
@@ -181,23 +183,24 @@ mod tests {
         }
     }
 
-    fn caller(class: ReadClass) -> Caller {
-        Caller {
-            name: "t".into(),
-            class,
-            quota: RateLimiter::direct(quota(1000.0, 1000)),
-        }
+    /// A caller of `class` with a quota that never limits.
+    fn caller(class: ReadClass) -> (DefaultDirectRateLimiter, ReadClass) {
+        (RateLimiter::direct(quota(1000.0, 1000)), class)
     }
 
     #[test]
     fn marketing_is_held_to_its_share_and_order_gets_the_rest() {
         let flow = FlowControl::new(&settings());
         let (order, marketing) = (caller(ReadClass::Order), caller(ReadClass::Marketing));
-        let passed = (0..10).filter(|_| flow.admit(&marketing).is_ok()).count();
+        let passed = (0..10)
+            .filter(|_| flow.admit(&marketing.0, marketing.1).is_ok())
+            .count();
         assert_eq!(passed, 4, "marketing gets 40% of the burst of 10");
-        let passed = (0..10).filter(|_| flow.admit(&order).is_ok()).count();
+        let passed = (0..10)
+            .filter(|_| flow.admit(&order.0, order.1).is_ok())
+            .count();
         assert_eq!(passed, 6, "order gets what is left");
-        match flow.admit(&marketing) {
+        match flow.admit(&marketing.0, marketing.1) {
             Err(QueryError::Limited {
                 reason,
                 retry_after,
@@ -215,12 +218,11 @@ mod tests {
             global_burst: 100,
             ..settings()
         });
-        let mut c = caller(ReadClass::Order);
-        c.quota = RateLimiter::direct(quota(1.0, 2));
-        assert!(flow.admit(&c).is_ok());
-        assert!(flow.admit(&c).is_ok());
+        let c = (RateLimiter::direct(quota(1.0, 2)), ReadClass::Order);
+        assert!(flow.admit(&c.0, c.1).is_ok());
+        assert!(flow.admit(&c.0, c.1).is_ok());
         assert!(matches!(
-            flow.admit(&c),
+            flow.admit(&c.0, c.1),
             Err(QueryError::Limited {
                 reason: LimitReason::Quota,
                 ..

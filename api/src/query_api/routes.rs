@@ -117,7 +117,7 @@ async fn read(
     caller: &super::auth::Caller,
     lookup: Result<Lookup, QueryError>,
 ) -> Result<super::read_path::Served, QueryError> {
-    state.flow.admit(caller)?;
+    state.flow.admit(&caller.quota, caller.class)?;
     let lookup = lookup?;
     let key = lookup.key();
     state.flow.admit_key(&key)?;

@@ -13,6 +13,10 @@
 //!    promotion) applies them to the new store. Every write is version-guarded, so the overlap
 //!    with the live projector is harmless.
 //!
+//! The first SIGINT/SIGTERM during steps 1-3 stops the rebuild: the partial build (table set,
+//! generation) is removed and the live stores are untouched, so running the command again
+//! starts over. The hand-over (step 4) is short and always completes once begun.
+//!
 //! Re-sharding MySQL is a rebuild into other databases (`--databases`): the new layout's
 //! projector consumer group gets the rebuild's final offsets, so the projector started with the
 //! new configuration continues exactly where the rebuild stopped.
@@ -36,6 +40,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::progress;
+use crate::shutdown::{Interrupted, Shutdown};
 
 /// What to rebuild.
 #[derive(Debug, Clone)]
@@ -169,6 +174,7 @@ pub async fn rebuild(
     settings: &Settings,
     pool: &PgPool,
     plan: &RebuildPlan,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<RebuildReport> {
     let started = Instant::now();
     member_infra::kafka::ensure_topic(&settings.kafka, &settings.kafka.topic)
@@ -196,8 +202,12 @@ pub async fn rebuild(
         }
     }
     let bar = progress::bar("fold", Some(total));
-    let (members, written_seconds) = fold_into(pool, &sinks, plan.batch, &bar).await?;
+    let folded = fold_into(pool, &sinks, plan.batch, &bar, shutdown).await;
     bar.finish();
+    if shutdown.is_requested() {
+        return Err(abandon(building).await);
+    }
+    let (members, written_seconds) = folded?;
     for b in &building {
         if let Building::Tantivy(next) = b {
             next.finish_bulk_load()
@@ -215,7 +225,19 @@ pub async fn rebuild(
     let caught_up = offsets::end_offsets(&settings.kafka)
         .await
         .context("reading where the topic ends")?;
-    let mut records = catch_up(settings, &start, &caught_up, &sinks, "catch-up").await?;
+    let caught_up_records = catch_up(
+        settings,
+        &start,
+        &caught_up,
+        &sinks,
+        "catch-up",
+        Some(shutdown),
+    )
+    .await;
+    if shutdown.is_requested() {
+        return Err(abandon(building).await);
+    }
+    let mut records = caught_up_records?;
 
     let mut reshard_group = None;
     for b in building {
@@ -232,6 +254,27 @@ pub async fn rebuild(
         total_seconds: started.elapsed().as_secs_f64(),
         reshard_group,
     })
+}
+
+/// Removes what a stopped rebuild built (the live stores were not touched) and says so.
+async fn abandon(building: Vec<Building>) -> anyhow::Error {
+    for b in building {
+        match b {
+            Building::Mysql { next, .. } => {
+                if let Err(e) = next.drop_table_set().await {
+                    tracing::warn!(error = %e, "could not drop the partial table set (the next rebuild drops it)");
+                }
+            }
+            Building::Tantivy(next) => next.abandon().await,
+            Building::InPlace(..) => {}
+        }
+    }
+    Interrupted::new(
+        "the rebuild stopped before the hand-over and removed its partial build; the live \
+         stores are unchanged (redis and elasticsearch, written in place, only got newer \
+         documents); run the same command again to rebuild from the start",
+    )
+    .into()
 }
 
 async fn prepare(
@@ -288,6 +331,7 @@ async fn fold_into(
     sinks: &[Arc<dyn Sink>],
     batch: usize,
     bar: &indicatif::ProgressBar,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<(u64, std::collections::BTreeMap<String, f64>)> {
     /// Batches queued per sink: bounds memory to a few batches per store.
     const QUEUE: usize = 4;
@@ -313,7 +357,11 @@ async fn fold_into(
     }
     let folded = replay::for_each_batch(pool, batch, |docs| {
         let queues = queues.clone();
+        let stopped = shutdown.is_requested();
         async move {
+            if stopped {
+                return Err(replay::ReplayError::Stopped("a signal".into()));
+            }
             let records: Vec<MemberRecord> = docs.iter().flat_map(snapshot_records).collect();
             let work = Arc::new((docs.len(), records));
             for queue in &queues {
@@ -366,13 +414,15 @@ pub(crate) async fn apply_with_retry(
     }
 }
 
-/// Applies the topic's records between two positions to the sinks.
+/// Applies the topic's records between two positions to the sinks. Stops early (with an error)
+/// when `shutdown` is requested.
 async fn catch_up(
     settings: &Settings,
     from: &Offsets,
     to: &Offsets,
     sinks: &[Arc<dyn Sink>],
     label: &str,
+    shutdown: Option<&Shutdown>,
 ) -> anyhow::Result<u64> {
     let total: i64 = to
         .iter()
@@ -385,10 +435,15 @@ async fn catch_up(
     let mut reader = RangeReader::new(&settings.kafka, from, to).context("reading the topic")?;
     let mut applied = 0;
     loop {
-        let records = reader
-            .next_batch(5000, STALL)
-            .await
-            .context("reading the topic")?;
+        let next = reader.next_batch(5000, STALL);
+        let records = match shutdown {
+            Some(shutdown) => tokio::select! {
+                records = next => records,
+                _ = shutdown.requested() => anyhow::bail!("stopped by a signal"),
+            },
+            None => next.await,
+        }
+        .context("reading the topic")?;
         if records.is_empty() {
             break;
         }
@@ -429,7 +484,7 @@ async fn hand_over(
                 .context("recording the promoted tables")?;
             let end = offsets::end_offsets(&settings.kafka).await?;
             let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(promoted)];
-            let applied = catch_up(settings, caught_up, &end, &sinks, "hand-over").await?;
+            let applied = catch_up(settings, caught_up, &end, &sinks, "hand-over", None).await?;
             let group = if reshard {
                 let mut moved = settings.clone();
                 moved.mysql = live;
@@ -452,7 +507,8 @@ async fn hand_over(
             }
             let end = offsets::end_offsets(&settings.kafka).await?;
             let sinks = vec![next.sink()];
-            let applied = match catch_up(settings, caught_up, &end, &sinks, "hand-over").await {
+            let applied = match catch_up(settings, caught_up, &end, &sinks, "hand-over", None).await
+            {
                 Ok(applied) => applied,
                 Err(e) => {
                     next.abandon().await;

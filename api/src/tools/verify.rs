@@ -7,6 +7,10 @@
 //! through the sink's guarded path; for an embedded index owned by a running process (which no
 //! other process may write), repair is a blue-green rebuild of that index.
 //!
+//! The first SIGINT/SIGTERM stops the comparison (verify only reads until it repairs; a repair by
+//! a rebuild stops like `member rebuild`): nothing is left half-done, running the command again
+//! starts over.
+//!
 //! The Redis centers are caches with a TTL: a member or identity they do not hold is expected
 //! (expired, or not read since a flush; the query path fills on a miss), so there only wrong
 //! content counts: a stale, diverged or extra document, a lookup that leads to another member.
@@ -34,6 +38,7 @@ use uuid::Uuid;
 
 use super::progress;
 use super::rebuild::{apply_with_retry, rebuild, RebuildPlan};
+use crate::shutdown::{Interrupted, Shutdown};
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -159,11 +164,12 @@ pub async fn verify(
     settings: &Settings,
     pool: &PgPool,
     options: &VerifyOptions,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<VerifyReport> {
     let store = Inspected::open(settings, options.target)
         .await
         .with_context(|| format!("opening {}", options.target))?;
-    let result = verify_store(settings, pool, options, &store).await;
+    let result = verify_store(settings, pool, options, &store, shutdown).await;
     store.close().await;
     result
 }
@@ -173,7 +179,14 @@ async fn verify_store(
     pool: &PgPool,
     options: &VerifyOptions,
     store: &Inspected,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<VerifyReport> {
+    let interrupted = |checked: u64| {
+        anyhow::Error::from(Interrupted::new(format!(
+            "verify stopped after checking {checked} members, before any repair; run the same \
+             command again to verify from the start"
+        )))
+    };
     store.refresh().await;
     let total = replay::member_count(pool).await?;
     let probability = options
@@ -186,7 +199,8 @@ async fn verify_store(
     let mut checked = 0u64;
     let reader = store.reader.clone();
     let cache = store.cache;
-    replay::for_each_batch(pool, 1000, |docs| {
+    let folded = replay::for_each_batch(pool, 1000, |docs| {
+        let stopped = shutdown.is_requested();
         truth_ids.extend(docs.iter().map(|d| d.member_id));
         bar.inc(docs.len() as u64);
         let mut rng = rand::rng();
@@ -198,6 +212,9 @@ async fn verify_store(
         let reader = reader.clone();
         let found = found.clone();
         async move {
+            if stopped {
+                return Err(replay::ReplayError::Stopped("a signal".into()));
+            }
             let results: Vec<Vec<Finding>> = stream::iter(chosen)
                 .map(|doc| {
                     let reader = reader.clone();
@@ -214,9 +231,12 @@ async fn verify_store(
             Ok(())
         }
     })
-    .await
-    .context("folding the event store")?;
+    .await;
     bar.finish();
+    if shutdown.is_requested() {
+        return Err(interrupted(checked));
+    }
+    folded.context("folding the event store")?;
     let mut candidates = std::mem::take(&mut *found.lock().expect("never poisoned"));
 
     // Extra documents: in the store, unknown to the fold. With --sample, a sample of the store.
@@ -236,7 +256,10 @@ async fn verify_store(
     let persisting = if candidates.is_empty() {
         Vec::new()
     } else {
-        tokio::time::sleep(options.settle).await;
+        tokio::select! {
+            _ = tokio::time::sleep(options.settle) => {}
+            _ = shutdown.requested() => return Err(interrupted(checked)),
+        }
         store.refresh().await;
         recheck(pool, store, &candidates).await?
     };
@@ -257,7 +280,7 @@ async fn verify_store(
                     reshard: None,
                     batch: 2000,
                 };
-                rebuild(settings, pool, &plan).await?;
+                rebuild(settings, pool, &plan, shutdown).await?;
             }
         }
         store.refresh().await;

@@ -5,13 +5,18 @@
 //! - [`idempotency`]: the first outcome of each command sent with an idempotency key;
 //! - [`append`]: the event repository (postgres-es reads, a one-statement append);
 //! - [`group_commit`]: the appends of concurrent commands, written in one statement;
-//! - [`member_cache`]: members the command path wrote recently, a guess an append confirms.
+//! - [`member_cache`]: members the command path wrote recently, a guess an append confirms;
+//! - [`replay`]: the fold of every member from its events (rebuild, verify);
+//! - [`members`]: the tools' other reads and the bulk append of `member seed --bulk`;
+//! - [`imports`]: the checkpoints and quarantine of `member import`.
 
 pub mod append;
 pub mod commands;
 pub mod group_commit;
 pub mod idempotency;
+pub mod imports;
 pub mod member_cache;
+pub mod members;
 pub mod replay;
 
 use std::time::Duration;
@@ -21,6 +26,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::config::PostgresSettings;
+
+/// The `aggregate_type` of every member event (cqrs-es's type of the aggregate): the one value
+/// statements on `events` filter on.
+pub const AGGREGATE_TYPE: &str = <member_domain::Member as cqrs_es::Aggregate>::TYPE;
 
 /// The schema migrations of the event store (`infra/migrations/postgres`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

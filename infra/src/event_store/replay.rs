@@ -97,8 +97,9 @@ pub async fn document_of(
 /// The number of members in the store (for progress bars).
 pub async fn member_count(pool: &PgPool) -> Result<u64, ReplayError> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE aggregate_type = 'Member' AND sequence = 1",
+        "SELECT count(*) FROM events WHERE aggregate_type = $1 AND sequence = 1",
     )
+    .bind(super::AGGREGATE_TYPE)
     .fetch_one(pool)
     .await?;
     Ok(n.max(0) as u64)
@@ -141,13 +142,15 @@ where
     let mut rows = match only {
         None => sqlx::query_as::<_, Row>(
             "SELECT aggregate_id, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
-             WHERE aggregate_type = 'Member' ORDER BY aggregate_id, sequence",
+             WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence",
         )
+        .bind(super::AGGREGATE_TYPE)
         .fetch(pool),
         Some(id) => sqlx::query_as::<_, Row>(
             "SELECT aggregate_id, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
-             WHERE aggregate_type = 'Member' AND aggregate_id = $1 ORDER BY sequence",
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
         )
+        .bind(super::AGGREGATE_TYPE)
         .bind(id.to_string())
         .fetch(pool),
     };

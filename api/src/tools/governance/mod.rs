@@ -1,12 +1,17 @@
 //! `member governance scan | repair`: abnormal bindings in imported data (the quarantine of
 //! `member import`, and WeChat bindings in the event store that break the openid/unionid rule),
 //! and their audited resolution. See docs/operations/import-and-governance.md.
+//!
+//! The first SIGINT/SIGTERM stops a scan at once (it only reads) and a repair between two
+//! entries (each entry is resolved completely or not at all); the message names what is left.
 
 pub mod repair;
 pub mod scan;
 
 use anyhow::Context;
 use member_infra::config::Settings;
+
+use crate::shutdown::{Interrupted, Shutdown};
 
 #[derive(Debug, clap::Args)]
 pub struct GovernanceArgs {
@@ -32,19 +37,37 @@ pub enum Action {
 }
 
 /// Runs `member governance`. Returns the process exit code.
-pub async fn run(settings: &Settings, args: GovernanceArgs) -> anyhow::Result<i32> {
+pub async fn run(
+    settings: &Settings,
+    args: GovernanceArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<i32> {
     let pool = crate::app::event_store(settings).await?;
     match args.action {
         Action::Scan { json } => {
-            let mut findings = scan::quarantine_findings(&pool)
-                .await
-                .context("re-checking the quarantine")?;
             let bar = crate::tools::progress::bar("scan", None);
-            findings.extend(
-                scan::store_findings(&pool, || bar.inc(1))
+            let scanning = async {
+                let mut findings = scan::quarantine_findings(&pool)
                     .await
-                    .context("scanning the event store")?,
-            );
+                    .context("re-checking the quarantine")?;
+                findings.extend(
+                    scan::store_findings(&pool, || bar.inc(1))
+                        .await
+                        .context("scanning the event store")?,
+                );
+                anyhow::Ok(findings)
+            };
+            // The scan only reads: dropping it half-way leaves nothing behind.
+            let findings = tokio::select! {
+                findings = scanning => findings?,
+                _ = shutdown.requested() => {
+                    bar.finish_and_clear();
+                    return Err(Interrupted::new(
+                        "the scan stopped (it changes nothing); run the same command again",
+                    )
+                    .into());
+                }
+            };
             bar.finish_and_clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
@@ -53,6 +76,6 @@ pub async fn run(settings: &Settings, args: GovernanceArgs) -> anyhow::Result<i3
             }
             Ok(if findings.is_empty() { 0 } else { 2 })
         }
-        Action::Repair(args) => repair::run(pool, args).await,
+        Action::Repair(args) => repair::run(pool, args, shutdown).await,
     }
 }

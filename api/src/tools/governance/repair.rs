@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::scan::{self, State};
+use crate::shutdown::{Interrupted, Shutdown};
 use crate::tools::import::quarantine;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,7 +79,7 @@ impl Audit<'_> {
 }
 
 /// Runs the repair. Returns the process exit code.
-pub async fn run(pool: PgPool, args: RepairArgs) -> anyhow::Result<i32> {
+pub async fn run(pool: PgPool, args: RepairArgs, shutdown: &Shutdown) -> anyhow::Result<i32> {
     let actor = args.actor.trim();
     let note = args.note.trim();
     if actor.is_empty() || note.is_empty() || actor.len() > 200 || note.len() > 1000 {
@@ -87,7 +88,15 @@ pub async fn run(pool: PgPool, args: RepairArgs) -> anyhow::Result<i32> {
     let audit = Audit { actor, note };
     let service = CommandService::new(pool.clone());
     let mut failed = 0;
-    for name in &args.entries {
+    for (done, name) in args.entries.iter().enumerate() {
+        if shutdown.is_requested() {
+            return Err(Interrupted::new(format!(
+                "the repair stopped after {done} of {} entries; not resolved: {}",
+                args.entries.len(),
+                args.entries[done..].join(" ")
+            ))
+            .into());
+        }
         let outcome =
             resolve_one(&pool, &service, name, args.resolution, &audit, args.dry_run).await;
         match outcome {

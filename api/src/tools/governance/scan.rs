@@ -9,7 +9,7 @@
 //!   only come from data written around it (old imports, tools, hand-written events), which is
 //!   why they are checked here and not assumed.
 
-use std::collections::HashMap;
+use member_infra::event_store::{members, replay};
 
 use futures::TryStreamExt;
 use member_domain::{Identity, IdentityKey, Member, MemberEvent, MemberStatus};
@@ -77,7 +77,7 @@ pub async fn recheck(pool: &PgPool, entry: &Entry) -> anyhow::Result<Recheck> {
         identities: Vec::new(),
         member_id: entry.member_id,
     };
-    let Some(record) = entry.legacy_record() else {
+    let Some(record) = quarantine::legacy_record(entry) else {
         return Ok(unresolvable);
     };
     let Ok(identities) = record.registration() else {
@@ -93,38 +93,22 @@ pub async fn recheck(pool: &PgPool, entry: &Entry) -> anyhow::Result<Recheck> {
             }
         }
     }
-    let texts: Vec<String> = keys.iter().map(ToString::to_string).collect();
-    let owners: HashMap<String, String> = sqlx::query_as(
-        "SELECT identity_key, member_id FROM identity_owners
-         WHERE identity_key = ANY($1) AND member_id IS NOT NULL",
-    )
-    .bind(&texts)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect();
-    let own = member_id.to_string();
+    let owners = replay::holders_of(pool, &keys).await?;
     let mut holders = Vec::new();
     let mut held_by_self = 0;
-    for (key, text) in keys.iter().zip(&texts) {
-        match owners.get(text) {
-            Some(owner) if owner == &own => held_by_self += 1,
+    for key in &keys {
+        match owners.get(key) {
+            Some(owner) if *owner == member_id => held_by_self += 1,
             Some(owner) => holders.push(Holder {
                 kind: key.kind().as_str(),
                 app: key.app().map(|a| a.as_str()),
-                member_id: Uuid::parse_str(owner)?,
+                member_id: *owner,
                 key: key.clone(),
             }),
             None => {}
         }
     }
-    let registered: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events
-         WHERE aggregate_type = 'Member' AND aggregate_id = $1 AND sequence = 1)",
-    )
-    .bind(&own)
-    .fetch_one(pool)
-    .await?;
+    let registered = members::is_registered(pool, member_id).await?;
     let state = match (registered, holders.is_empty()) {
         (false, true) => State::Importable,
         (false, false) => State::Conflicting,
@@ -165,11 +149,7 @@ pub async fn store_findings(
     pool: &PgPool,
     mut progress: impl FnMut(),
 ) -> anyhow::Result<Vec<Finding>> {
-    let mut rows = sqlx::query_as::<_, (String, serde_json::Value)>(
-        "SELECT aggregate_id, payload::jsonb FROM events
-         WHERE aggregate_type = 'Member' ORDER BY aggregate_id, sequence",
-    )
-    .fetch(pool);
+    let mut rows = members::events_by_member(pool);
     let mut out = Vec::new();
     let mut current: Option<(String, Member)> = None;
     while let Some((id, payload)) = rows.try_next().await? {

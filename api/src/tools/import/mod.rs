@@ -7,6 +7,9 @@
 //! where it stopped; handling a line twice is harmless (an imported record is recognised, a
 //! quarantined line keeps its one row), so a second run of the same file changes nothing.
 //!
+//! The first SIGINT/SIGTERM stops the import between two lines: the checkpoint is saved at the
+//! next line, and running the same command again resumes there.
+//!
 //! Records are handled one after another, in file order: when two records claim one identity,
 //! the first in the file wins, whether the import ran in one go or was resumed.
 
@@ -26,6 +29,7 @@ use sqlx::PgPool;
 
 use self::quarantine::{Checkpoint, NewEntry};
 use self::record::{LegacyRecord, Reason};
+use crate::shutdown::{Interrupted, Shutdown};
 
 /// Lines between two checkpoints.
 const CHECKPOINT_EVERY: u64 = 100;
@@ -72,7 +76,11 @@ struct Totals {
 }
 
 /// Runs `member import`. Returns the process exit code.
-pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<i32> {
+pub async fn run(
+    settings: &Settings,
+    args: ImportArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<i32> {
     let (digest, total_lines) =
         digest_and_count(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
     let pool = crate::app::event_store(settings).await?;
@@ -100,6 +108,7 @@ pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<i32> {
     let mut line_number = 0u64;
     let mut buf = Vec::new();
     let mut stopped_by_limit = false;
+    let mut stopped_by_signal = false;
     loop {
         buf.clear();
         let read = reader
@@ -114,6 +123,10 @@ pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<i32> {
         }
         if args.limit.is_some_and(|limit| totals.lines >= limit) {
             stopped_by_limit = true;
+            break;
+        }
+        if shutdown.is_requested() {
+            stopped_by_signal = true;
             break;
         }
         let handled = handle_line(&service, &pool, &digest, line_number, &buf).await;
@@ -152,13 +165,15 @@ pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<i32> {
                 .context("saving the import checkpoint")?;
         }
     }
+    let stopped = stopped_by_limit || stopped_by_signal;
     let at = Checkpoint {
-        next_line: if stopped_by_limit {
+        // The line read last was not handled.
+        next_line: if stopped {
             line_number
         } else {
             line_number + 1
         },
-        finished: !stopped_by_limit,
+        finished: !stopped,
     };
     quarantine::save_checkpoint(&pool, &digest, at)
         .await
@@ -179,6 +194,13 @@ pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<i32> {
         "import: {} lines handled (from line {start}), {} members imported ({} events), {} already imported, {} quarantined {:?}; {} open quarantined records for this file",
         totals.lines, totals.imported, totals.events, totals.already_imported, quarantined, reasons, open
     );
+    if stopped_by_signal {
+        return Err(Interrupted::new(format!(
+            "the import stopped before line {line_number} (checkpoint saved); run the same \
+             command again to resume there"
+        ))
+        .into());
+    }
     if stopped_by_limit {
         println!("import: stopped at line {line_number} (--limit); run again to continue");
     } else if checkpoint.is_some_and(|c| c.finished) && !args.rescan {

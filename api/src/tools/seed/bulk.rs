@@ -8,10 +8,9 @@
 //! position, txid, event id and time from the table's defaults, exactly like postgres-es's
 //! inserts, so the relay and the replay read them like any other.
 
-use std::collections::HashSet;
-
 use cqrs_es::DomainEvent;
 use member_domain::{Member, MemberCommand};
+use member_infra::event_store::members::{self, NewEvents};
 use sqlx::PgPool;
 
 use super::generate::SyntheticMember;
@@ -42,62 +41,33 @@ pub async fn write_batch(
     metadata: &str,
 ) -> Result<BatchOutcome, BulkError> {
     let ids: Vec<String> = batch.iter().map(|m| m.member_id.to_string()).collect();
-    let existing: HashSet<String> = sqlx::query_scalar(
-        "SELECT aggregate_id FROM events
-         WHERE aggregate_type = 'Member' AND aggregate_id = ANY($1) AND sequence = 1",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect();
+    let existing = members::registered_among(pool, &ids).await?;
 
-    let mut rows = Rows::default();
+    let mut events = NewEvents::default();
     let mut outcome = BatchOutcome::default();
     for (member, id) in batch.iter().zip(ids) {
         if existing.contains(&id) {
             outcome.already_present += 1;
             continue;
         }
-        let events = Member::default().decide(MemberCommand::Register {
+        let decided = Member::default().decide(MemberCommand::Register {
             identities: member.identities.clone(),
         })?;
-        for (sequence, event) in (1i64..).zip(events) {
-            rows.ids.push(id.clone());
-            rows.sequences.push(sequence);
-            rows.types.push(event.event_type());
-            rows.versions.push(event.event_version());
-            rows.payloads.push(serde_json::to_string(&event)?);
+        for (sequence, event) in (1i64..).zip(decided) {
+            events.push(
+                &id,
+                sequence,
+                event.event_type(),
+                event.event_version(),
+                serde_json::to_string(&event)?,
+            );
         }
         outcome.created += 1;
     }
-    outcome.events = rows.ids.len() as u64;
-    if rows.ids.is_empty() {
+    outcome.events = events.len() as u64;
+    if events.is_empty() {
         return Ok(outcome);
     }
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'Member', id, seq, et, ev, payload::jsonb::json, $6::jsonb::json
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
-              WITH ORDINALITY AS e(id, seq, et, ev, payload, ord)
-         ORDER BY ord",
-    )
-    .bind(&rows.ids)
-    .bind(&rows.sequences)
-    .bind(&rows.types)
-    .bind(&rows.versions)
-    .bind(&rows.payloads)
-    .bind(metadata)
-    .execute(pool)
-    .await?;
+    members::append_new_members(pool, &events, metadata).await?;
     Ok(outcome)
-}
-
-#[derive(Default)]
-struct Rows {
-    ids: Vec<String>,
-    sequences: Vec<i64>,
-    types: Vec<String>,
-    versions: Vec<String>,
-    payloads: Vec<String>,
 }

@@ -4,6 +4,10 @@
 //! same seed again finds its members instead of adding new ones, and different seeds never share
 //! an identity. The default mode registers each member through `CommandService::execute`, the
 //! API's own path; `--bulk` appends the same events in large batches ([`bulk`]).
+//!
+//! The first SIGINT/SIGTERM stops taking new members and lets those in flight finish: every
+//! member below the last one started is then in the store, and the same command run again
+//! recognises them and goes on.
 
 pub mod bulk;
 pub mod generate;
@@ -18,6 +22,7 @@ use member_infra::config::Settings;
 use member_infra::event_store::commands::{CommandError, CommandService};
 
 use self::generate::{SyntheticMember, MAX_MEMBERS, MAX_SEED};
+use crate::shutdown::{Interrupted, Shutdown};
 
 /// Metadata stored on every seeded event, in both modes.
 const SOURCE: &str = "seed";
@@ -59,14 +64,14 @@ struct Totals {
 }
 
 /// Runs `member seed`. Returns the process exit code.
-pub async fn run(settings: &Settings, args: SeedArgs) -> anyhow::Result<i32> {
+pub async fn run(settings: &Settings, args: SeedArgs, shutdown: &Shutdown) -> anyhow::Result<i32> {
     let pool = connect(settings, args.concurrency).await?;
     let started = Instant::now();
     let bar = crate::tools::progress::bar("seed", Some(args.members));
     let totals = if args.bulk {
-        seed_bulk(&pool, &args, &bar).await?
+        seed_bulk(&pool, &args, &bar, shutdown).await?
     } else {
-        seed_commands(CommandService::new(pool), &args, &bar).await?
+        seed_commands(CommandService::new(pool), &args, &bar, shutdown).await?
     };
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-3);
@@ -80,6 +85,15 @@ pub async fn run(settings: &Settings, args: SeedArgs) -> anyhow::Result<i32> {
         totals.created as f64 / secs,
         totals.events as f64 / secs,
     );
+    // Members not started: a signal stopped the run (one arriving after the last was started
+    // changes nothing).
+    if totals.created + totals.already_present + totals.failed < args.members {
+        return Err(Interrupted::new(
+            "the seed stopped after the members in flight; run the same command again to go on \
+             (members already in the store are recognised and skipped)",
+        )
+        .into());
+    }
     Ok(if totals.failed == 0 { 0 } else { 1 })
 }
 
@@ -108,11 +122,13 @@ async fn seed_bulk(
     pool: &sqlx::PgPool,
     args: &SeedArgs,
     bar: &indicatif::ProgressBar,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Totals> {
     let metadata = serde_json::json!({ "source": SOURCE }).to_string();
     let batch = u64::from(args.batch);
     let starts = (0..args.members).step_by(batch as usize);
     let mut outcomes = futures::stream::iter(starts)
+        .take_while(|_| std::future::ready(!shutdown.is_requested()))
         .map(|start| {
             let metadata = &metadata;
             async move {
@@ -151,8 +167,10 @@ async fn seed_commands(
     service: CommandService,
     args: &SeedArgs,
     bar: &indicatif::ProgressBar,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Totals> {
     let mut outcomes = futures::stream::iter(0..args.members)
+        .take_while(|_| std::future::ready(!shutdown.is_requested()))
         .map(|index| {
             let service = service.clone();
             async move { seed_one(&service, generate::member(args.seed, index)).await }
