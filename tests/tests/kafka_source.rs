@@ -381,3 +381,41 @@ async fn a_member_never_commits_a_partition_it_lost() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_is_created_with_the_configured_settings_and_an_existing_one_is_kept() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let mut kafka = test_topic(4);
+    kafka.retention_ms = 3_600_000;
+    member_infra::kafka::ensure_topic(&kafka, &kafka.topic)
+        .await
+        .expect("created");
+    // A second call with other settings changes nothing.
+    let mut other = kafka.clone();
+    other.partitions = 9;
+    other.retention_ms = 7_200_000;
+    member_infra::kafka::ensure_topic(&other, &other.topic)
+        .await
+        .expect("exists");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .expect("admin");
+    let described = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(&kafka.topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("described");
+    let config = described
+        .into_iter()
+        .next()
+        .expect("one resource")
+        .expect("the topic's config");
+    let value = |key: &str| config.get(key).and_then(|e| e.value.clone());
+    assert_eq!(value("retention.ms").as_deref(), Some("3600000"));
+    assert_eq!(value("min.insync.replicas").as_deref(), Some("1"));
+    assert_eq!(end_offsets(&kafka).await.expect("ends").len(), 4);
+}
