@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use member_infra::config::Settings;
-use member_infra::kafka::feed::{self, FeedSource};
 use member_infra::kafka::lag::ConsumerGroupLag;
+use member_infra::kafka::source::KafkaSource;
 use member_infra::relay::Relay;
 use member_infra::stores::Store;
 use member_projections::projector::{Projector, ProjectorSettings};
@@ -43,7 +43,7 @@ pub struct App {
     command_api: Option<CommandApi>,
     query_api: Option<QueryApi>,
     relay: Option<Relay>,
-    projectors: Vec<Projector<FeedSource>>,
+    projectors: Vec<Projector<KafkaSource>>,
     stores: BTreeMap<Target, Store>,
 }
 
@@ -115,37 +115,28 @@ impl App {
             (true, Some(pool)) => Some(relay(settings, pool.clone())?),
             _ => None,
         };
-        // The projectors share one reader of the topic (ADR 0014); each consumes for its own group.
-        let targets: Vec<Target> = roles
-            .iter()
-            .filter_map(|r| match r {
-                Role::Projector(target) => Some(*target),
-                _ => None,
-            })
-            .collect();
-        let groups: Vec<String> = targets
-            .iter()
-            .map(|t| member_infra::kafka::projector_group(settings, *t))
-            .collect();
+        // Each projector is a member of its target's consumer group (ADR 0017): processes of
+        // one target share its partitions.
         let batch_size = settings.projector.batch_size as usize;
-        let sources = feed::open(&settings.kafka, &groups, batch_size.saturating_mul(2))
-            .await
-            .context("joining the projectors' consumer groups (kafka.brokers)")?;
-        let projectors = targets
-            .iter()
-            .zip(sources)
-            .map(|(target, source)| {
-                let sink = stores.get(target).expect("opened above").sink();
-                Projector::new(
-                    source,
-                    sink,
-                    ProjectorSettings {
-                        batch_size,
-                        max_wait: Duration::from_millis(settings.projector.max_wait_ms),
-                    },
-                )
-            })
-            .collect();
+        let mut projectors = Vec::new();
+        for role in roles {
+            let Role::Projector(target) = role else {
+                continue;
+            };
+            let group = member_infra::kafka::projector_group(settings, *target);
+            let source = KafkaSource::new(&settings.kafka, &group)
+                .await
+                .with_context(|| format!("joining the consumer group {group} (kafka.brokers)"))?;
+            let sink = stores.get(target).expect("opened above").sink();
+            projectors.push(Projector::new(
+                source,
+                sink,
+                ProjectorSettings {
+                    batch_size,
+                    max_wait: Duration::from_millis(settings.projector.max_wait_ms),
+                },
+            ));
+        }
         Ok(Self {
             command_api,
             query_api,

@@ -68,18 +68,92 @@ pub struct RedisCenterSettings {
     pub url: String,
 }
 
+/// `[kafka]`: the brokers, the topic and the settings it is created with, the consumers'
+/// group membership and the relay's producer (see config/default.toml).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
+    /// Partitions of a topic this process creates: the most processes of one projector that
+    /// share its store's projection (docs/decisions/0017-projector-consumer-groups.md).
     pub partitions: u32,
-    /// `fetch.wait.max.ms` of the projectors' consumers: see config/default.toml and
-    /// docs/decisions/0014-one-reader-for-the-projectors.md.
+    /// `replication.factor` of a topic this process creates (1 locally, 3 in production).
+    pub replication_factor: u16,
+    /// `min.insync.replicas` of a topic this process creates (1 locally, 2 in production).
+    pub min_insync_replicas: u16,
+    /// `retention.ms` of a topic this process creates.
+    pub retention_ms: i64,
+    /// `fetch.wait.max.ms` of the projectors' consumers.
     pub fetch_wait_ms: u64,
-    /// Whether the relay's producer is idempotent (see config/default.toml and
-    /// docs/decisions/0012-producer-idempotence.md).
+    /// `session.timeout.ms` of the projectors' consumers: how long a killed projector's
+    /// partitions wait before they move to the survivors.
+    pub session_timeout_ms: u64,
+    /// Whether the relay's producer is idempotent
+    /// (docs/decisions/0018-idempotent-relay-producer.md).
     pub idempotent_producer: bool,
+}
+
+impl KafkaSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            }
+        }
+        if self.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "name at least one host:port"));
+        }
+        if self.topic.is_empty()
+            || self.topic.len() > 249
+            || !self
+                .topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid(
+                "kafka.topic",
+                "must be a non-empty [A-Za-z0-9._-] name of at most 249 characters",
+            ));
+        }
+        if self.partitions == 0 || self.partitions > 10_000 {
+            return Err(invalid("kafka.partitions", "must be between 1 and 10000"));
+        }
+        if self.replication_factor == 0 || self.replication_factor > 32 {
+            return Err(invalid(
+                "kafka.replication_factor",
+                "must be between 1 and 32",
+            ));
+        }
+        if self.min_insync_replicas == 0 || self.min_insync_replicas > self.replication_factor {
+            return Err(invalid(
+                "kafka.min_insync_replicas",
+                "must be between 1 and kafka.replication_factor",
+            ));
+        }
+        // At least a minute, at most a year: the topic is a transport, bounded on purpose.
+        if !(60_000..=31_536_000_000).contains(&self.retention_ms) {
+            return Err(invalid(
+                "kafka.retention_ms",
+                "must be between 60000 (one minute) and 31536000000 (one year)",
+            ));
+        }
+        if self.fetch_wait_ms == 0 || self.fetch_wait_ms > 10_000 {
+            return Err(invalid(
+                "kafka.fetch_wait_ms",
+                "must be between 1 and 10000",
+            ));
+        }
+        // The broker's own bounds (group.min/max.session.timeout.ms) default to 6 s and 30 min.
+        if !(6_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err(invalid(
+                "kafka.session_timeout_ms",
+                "must be between 6000 and 300000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,27 +439,7 @@ impl Settings {
                 "must be at least the number of databases",
             ));
         }
-        if self.kafka.partitions == 0 || self.kafka.partitions > 10_000 {
-            return Err(invalid("kafka.partitions", "must be between 1 and 10000"));
-        }
-        if self.kafka.fetch_wait_ms == 0 || self.kafka.fetch_wait_ms > 10_000 {
-            return Err(invalid(
-                "kafka.fetch_wait_ms",
-                "must be between 1 and 10000",
-            ));
-        }
-        if self.kafka.topic.is_empty()
-            || !self
-                .kafka
-                .topic
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(invalid(
-                "kafka.topic",
-                "must be a non-empty [A-Za-z0-9._-] name",
-            ));
-        }
+        self.kafka.validate()?;
         if self.relay.batch_size == 0 || self.relay.batch_size > 100_000 {
             return Err(invalid("relay.batch_size", "must be between 1 and 100000"));
         }
@@ -536,7 +590,12 @@ mod tests {
         assert_eq!(s.redis.a.url, "redis://127.0.0.1:6379");
         assert_eq!(s.redis.b.url, "redis://127.0.0.1:6380");
         assert_eq!(s.kafka.brokers, "127.0.0.1:9092");
-        assert_eq!(s.kafka.partitions, 3);
+        assert_eq!(s.kafka.partitions, 6);
+        assert_eq!(s.kafka.replication_factor, 1);
+        assert_eq!(s.kafka.min_insync_replicas, 1);
+        assert_eq!(s.kafka.retention_ms, 7 * 24 * 3_600_000);
+        assert_eq!(s.kafka.session_timeout_ms, 6000);
+        assert!(s.kafka.idempotent_producer);
         assert_eq!(s.kafka.fetch_wait_ms, 100);
         assert_eq!(s.mysql.logical_shards, 64);
         assert_eq!(s.mysql.databases.len(), 4);
@@ -611,6 +670,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_topic_settings_name_the_key() {
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let err = Settings::load_from(None, env(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        };
+        for bad in ["0", "-1", "three", "33"] {
+            refused(
+                &[("MEMBER__KAFKA__REPLICATION_FACTOR", bad)],
+                "kafka.replication_factor",
+            );
+        }
+        for bad in ["0", "-1", "two"] {
+            refused(
+                &[("MEMBER__KAFKA__MIN_INSYNC_REPLICAS", bad)],
+                "kafka.min_insync_replicas",
+            );
+        }
+        // More in-sync replicas than replicas: no write could ever succeed with acks=all.
+        refused(
+            &[
+                ("MEMBER__KAFKA__REPLICATION_FACTOR", "3"),
+                ("MEMBER__KAFKA__MIN_INSYNC_REPLICAS", "4"),
+            ],
+            "kafka.min_insync_replicas",
+        );
+        for bad in ["0", "-1", "59999", "31536000001", "a week"] {
+            refused(
+                &[("MEMBER__KAFKA__RETENTION_MS", bad)],
+                "kafka.retention_ms",
+            );
+        }
+        for bad in ["0", "5999", "300001", "soon"] {
+            refused(
+                &[("MEMBER__KAFKA__SESSION_TIMEOUT_MS", bad)],
+                "kafka.session_timeout_ms",
+            );
+        }
+        refused(
+            &[("MEMBER__KAFKA__IDEMPOTENT_PRODUCER", "maybe")],
+            "idempotent_producer",
+        );
+        refused(&[("MEMBER__KAFKA__BROKERS", " ")], "kafka.brokers");
+        refused(&[("MEMBER__KAFKA__TOPIC", "a/b")], "kafka.topic");
+
+        let production = Settings::load_from(
+            None,
+            env(&[
+                ("MEMBER__KAFKA__REPLICATION_FACTOR", "3"),
+                ("MEMBER__KAFKA__MIN_INSYNC_REPLICAS", "2"),
+                ("MEMBER__KAFKA__PARTITIONS", "24"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(production.kafka.replication_factor, 3);
+        assert_eq!(production.kafka.min_insync_replicas, 2);
+        assert_eq!(production.kafka.partitions, 24);
     }
 
     #[test]

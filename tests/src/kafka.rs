@@ -139,3 +139,26 @@ pub async fn wait_for_relay(pool: &sqlx::PgPool, relay: &str, timeout: Duration)
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The members of a consumer group now (0 for a group nobody joined), as the group coordinator
+/// lists them.
+pub async fn group_members(kafka: &KafkaSettings, group: &str) -> usize {
+    let kafka = kafka.clone();
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.brokers)
+            .create()
+            .expect("client");
+        let list = client
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+            .expect("describe the group");
+        list.groups()
+            .iter()
+            .filter(|g| g.state() == "Stable")
+            .map(|g| g.members().len())
+            .sum()
+    })
+    .await
+    .expect("describe task")
+}

@@ -1,47 +1,40 @@
-//! Stop the broker while commands keep coming, start it again: the relay resumes and catches up.
+//! Stop the broker while commands keep coming, start it again: the relay (idempotent producer)
+//! and a projector resume, the topic holds every event in member order and the store converges.
 //! (Its own test binary: stopping the shared broker must not overlap other Kafka tests.)
 
 use std::time::Duration;
 
+use member_api::app::Role;
 use member_domain::{Identity, MemberCommand};
-use member_infra::config::RelaySettings;
 use member_infra::event_store::commands::CommandService;
-use member_infra::relay::{Checkpoint, Relay};
-use member_tests::kafka::{
-    assert_complete, read_topic, store_head, stored_events, test_topic, wait_for_relay,
-};
-use member_tests::postgres::fresh_event_store;
+use member_infra::relay::Checkpoint;
+use member_projections::Target;
+use member_tests::app::{isolated_settings, spawn_app_with, wait_converged};
+use member_tests::kafka::{assert_complete, read_topic, store_head, stored_events, wait_for_relay};
 use member_tests::process::stack;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_catches_up_after_the_broker_returns() {
-    let pool = fresh_event_store().await;
-    let kafka = test_topic(3);
-    member_infra::kafka::ensure_topic(&kafka, &kafka.topic)
-        .await
-        .unwrap();
-    let relay = Relay::new(
-        &kafka.topic,
+async fn relay_and_projector_resume_after_the_broker_returns() {
+    let (mut settings, pool, data_dir) = isolated_settings().await;
+    settings.relay.batch_size = 50;
+    assert!(settings.kafka.idempotent_producer, "the default");
+    let topic = settings.kafka.topic.clone();
+    let app = spawn_app_with(
+        settings.clone(),
         pool.clone(),
-        &kafka,
-        &RelaySettings {
-            batch_size: 50,
-            idle_poll_ms: 10,
-        },
+        data_dir,
+        &[Role::Relay, Role::Projector(Target::RedisA)],
     )
-    .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = tokio::spawn(relay.run(async {
-        let _ = stop_rx.await;
-    }));
+    .await;
     let commands = CommandService::new(pool.clone());
     let write = |range: std::ops::Range<u32>| {
         let commands = commands.clone();
+        let tag = Uuid::new_v4().simple().to_string();
         async move {
             for i in range {
                 let account =
-                    Identity::parse("elong_account", &format!("el-{i}"), None, None).unwrap();
+                    Identity::parse("elong_account", &format!("el-{tag}-{i}"), None, None).unwrap();
                 commands
                     .execute(
                         Uuid::now_v7(),
@@ -57,11 +50,12 @@ async fn relay_catches_up_after_the_broker_returns() {
     };
 
     write(0..20).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for_relay(&pool, &topic, Duration::from_secs(30)).await;
     stack(&["stop-service", "kafka"]);
     write(20..60).await;
+    // Give the relay time to try (and fail) to publish while the broker is down.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stalled = Checkpoint::load(&pool, &kafka.topic).await.unwrap();
+    let stalled = Checkpoint::load(&pool, &topic).await.unwrap();
     stack(&["start-service", "kafka"]);
     write(60..80).await;
 
@@ -71,11 +65,14 @@ async fn relay_catches_up_after_the_broker_returns() {
         stalled < head,
         "the relay could not publish while the broker was down"
     );
-    wait_for_relay(&pool, &kafka.topic, Duration::from_secs(90)).await;
-    let _ = stop_tx.send(());
-    relay_task.await.unwrap();
+    wait_for_relay(&pool, &topic, Duration::from_secs(90)).await;
+    let truth = app.truth().await;
+    assert_eq!(truth.len(), 80);
+    let reader = app.reader(Target::RedisA).await;
+    wait_converged(reader.as_ref(), &truth, Duration::from_secs(90)).await;
+    app.stop().await.unwrap();
 
-    let records = read_topic(&kafka, stored.len(), Duration::from_secs(60)).await;
+    let records = read_topic(&settings.kafka, stored.len(), Duration::from_secs(60)).await;
     assert_eq!(stored.len(), 160);
     assert_complete(&stored, &records);
 }

@@ -1,7 +1,6 @@
 //! Kafka through rdkafka: client configuration shared by the relay and the projectors, and
 //! topic administration.
 
-pub mod feed;
 pub mod lag;
 pub mod offsets;
 pub mod source;
@@ -49,26 +48,32 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
-/// Creates the topic with the configured partition count unless it exists.
+/// Creates the topic unless it exists, with the configured partitions, replication factor,
+/// `min.insync.replicas` and `retention.ms` (an existing topic keeps its own settings). The
+/// brokers do not create topics on first use (`auto.create.topics.enable=false`), so the relay
+/// and the projectors call this before they produce or subscribe.
 pub async fn ensure_topic(
     settings: &KafkaSettings,
     topic: &str,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(
-                topic,
-                settings.partitions as i32,
-                TopicReplication::Fixed(1),
-            )],
-            &options,
-        )
-        .await?;
+    let min_insync = settings.min_insync_replicas.to_string();
+    let retention = settings.retention_ms.to_string();
+    let new_topic = NewTopic::new(
+        topic,
+        settings.partitions as i32,
+        TopicReplication::Fixed(i32::from(settings.replication_factor)),
+    )
+    .set("min.insync.replicas", &min_insync)
+    .set("retention.ms", &retention);
+    let results = admin.create_topics(&[new_topic], &options).await?;
     for result in results {
         match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(name) => {
+                tracing::info!(topic = %name, partitions = settings.partitions, "created the topic")
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
                 return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
                     tracing::warn!(topic = %name, ?code, "creating the topic failed");

@@ -8,8 +8,13 @@
 //! checkpoint. The next batch is read and enqueued while the broker acknowledges the previous
 //! one (two in flight); checkpoints still move in order. A crash anywhere re-publishes at most the unacknowledged
 //! batch: at-least-once, and consumers are idempotent. See docs/decisions/0002-relay-ordering.md.
+//!
+//! Only one relay publishes at a time: [`Relay::run`] publishes while it holds the relay's lease
+//! (an advisory lock of the event store, [`lease`]); a second relay waits and takes over when
+//! the first dies.
 
 mod checkpoint;
+pub mod lease;
 pub mod publisher;
 mod reader;
 mod records;
@@ -21,6 +26,7 @@ use member_projections::projector::backoff;
 use sqlx::PgPool;
 
 pub use checkpoint::Checkpoint;
+pub use lease::Lease;
 pub use publisher::{Deliveries, Publisher};
 pub use reader::{EventRow, EventStoreReader, ReadBatch};
 
@@ -140,8 +146,9 @@ impl Relay {
         &self.name
     }
 
-    /// Runs until `shutdown` resolves. Failures (database or broker down) are retried with
-    /// exponential backoff and jitter, from the last stored checkpoint.
+    /// Runs until `shutdown` resolves, publishing while it holds the relay's lease and waiting
+    /// for it otherwise. Failures (database or broker down) are retried with exponential
+    /// backoff and jitter, from the last stored checkpoint.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut shutdown = Shutdown {
             signal: std::pin::pin!(shutdown),
@@ -154,16 +161,66 @@ impl Relay {
         }
         let mut failures: u32 = 0;
         while !shutdown.fired() {
-            let Err(e) = self.pipeline(&mut shutdown, &mut failures).await else {
+            let Some(mut lease) = self.wait_for_lease(&mut shutdown).await else {
                 break;
             };
-            failures += 1;
-            let pause = backoff(failures);
-            tracing::warn!(error = %e, failures, retry_in_ms = pause.as_millis() as u64, "relay step failed");
-            metrics::counter!("member_relay_failures_total").increment(1);
-            shutdown.sleep(pause).await;
+            tracing::info!(relay = %self.name, "holding the relay lease, publishing");
+            metrics::gauge!("member_relay_active").set(1.0);
+            while !shutdown.fired() {
+                let outcome = tokio::select! {
+                    outcome = self.pipeline(&mut shutdown, &mut failures) => outcome,
+                    _ = lease.lost() => {
+                        tracing::warn!(relay = %self.name, "lost the relay lease's connection, stopped publishing");
+                        break;
+                    }
+                };
+                let Err(e) = outcome else {
+                    break;
+                };
+                failures += 1;
+                let pause = backoff(failures);
+                tracing::warn!(error = %e, failures, retry_in_ms = pause.as_millis() as u64, "relay step failed");
+                metrics::counter!("member_relay_failures_total").increment(1);
+                shutdown.sleep(pause).await;
+            }
+            metrics::gauge!("member_relay_active").set(0.0);
+            lease.release().await;
         }
         tracing::info!(relay = %self.name, "relay stopped");
+    }
+
+    /// Waits until this relay holds its lease; `None` when the shutdown fired first.
+    async fn wait_for_lease<F: std::future::Future<Output = ()>>(
+        &self,
+        shutdown: &mut Shutdown<'_, F>,
+    ) -> Option<Lease> {
+        let mut waiting_logged = false;
+        let mut failures = 0;
+        loop {
+            match shutdown
+                .unless_fired(Lease::try_acquire(self.reader.pool(), &self.name))
+                .await?
+            {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) => {
+                    failures = 0;
+                    if !waiting_logged {
+                        tracing::info!(relay = %self.name, "another relay is publishing; waiting to take over");
+                        waiting_logged = true;
+                    }
+                    shutdown.sleep(lease::POLL).await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = backoff(failures);
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "could not ask for the relay lease");
+                    shutdown.sleep(pause).await;
+                }
+            }
+            if shutdown.fired() {
+                return None;
+            }
+        }
     }
 
     /// Publishes from the stored checkpoint on, with up to [`IN_FLIGHT_BATCHES`] batches handed

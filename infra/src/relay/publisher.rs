@@ -1,4 +1,5 @@
-//! Producing records to Kafka (idempotent producer where the broker supports it, ADR 0012).
+//! Producing records to Kafka: an idempotent producer with up to five requests in flight
+//! (docs/decisions/0018-idempotent-relay-producer.md).
 
 use std::time::Duration;
 
@@ -19,13 +20,17 @@ pub struct Publisher {
 pub fn producer_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
     let mut config = crate::kafka::client_config(settings);
     if settings.idempotent_producer {
-        // Idempotence: retries never duplicate or reorder within a partition, so one
-        // member's records (one key, one partition) stay in order.
-        config.set("enable.idempotence", "true");
+        // Idempotence: the broker drops a retried batch it already wrote and refuses one out of
+        // sequence, so with up to five requests in flight per connection a retry neither
+        // duplicates nor reorders a partition, and one member's records (one key, one
+        // partition) stay in order. Requires acks=all (set below).
+        config
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5");
     } else {
         // Without idempotence, one request in flight keeps retries from reordering a
         // partition; a retry may duplicate a record, which the projectors' version guards
-        // ignore (docs/decisions/0012-producer-idempotence.md).
+        // ignore.
         config
             .set("enable.idempotence", "false")
             .set("max.in.flight.requests.per.connection", "1")
