@@ -96,6 +96,16 @@ pub enum SearchEngine {
     Elasticsearch,
 }
 
+impl SearchEngine {
+    /// The name `search.engine` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchEngine::Tantivy => "tantivy",
+            SearchEngine::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSettings {
@@ -103,6 +113,9 @@ pub struct ElasticsearchSettings {
     pub backup_url: String,
     pub marketing_url: String,
     pub shards: u32,
+    /// Replicas of each shard; 0 on the local stack's one-node clusters (a replica could never
+    /// be allocated there and every index would stay yellow).
+    pub replicas: u32,
     pub index_prefix: String,
 }
 

@@ -55,7 +55,7 @@ use uuid::Uuid;
 
 use self::generations::{CURRENT, NEXT, PAUSED};
 use self::schema::Fields;
-use super::{holder_of, latest_per_member, SearchCluster, SearchError};
+use super::{holder_of, SearchCluster, SearchError};
 
 /// The writer's indexing memory budget (one indexing thread): 50 MB. tantivy's minimum is 15 MB
 /// per thread.
@@ -470,7 +470,11 @@ impl Sink for TantivyIndex {
             return Ok(());
         }
         let target = self.shared.cluster.target();
-        let docs: Vec<MemberDocument> = latest_per_member(records).into_iter().cloned().collect();
+        let docs: Vec<MemberDocument> = member_projections::batch::CompactBatch::of(records)
+            .documents
+            .into_iter()
+            .cloned()
+            .collect();
         let fields = self.shared.fields;
         let mut guard = self.shared.state.clone().lock_owned().await;
         let (written, kept) = blocking(target, move || {
