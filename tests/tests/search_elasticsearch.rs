@@ -241,8 +241,7 @@ async fn setup_puts_strict_keyword_templates_then_creates_the_aliased_indices() 
     connect(&fake).await;
     let requests = fake.requests();
     assert_eq!(requests.len(), 6, "{requests:#?}");
-    let settings =
-        json!({"number_of_shards": 3, "number_of_replicas": 1, "refresh_interval": "250ms"});
+    let settings = json!({"number_of_shards": 3, "number_of_replicas": 1, "refresh_interval": "250ms", "gc_deletes": "0s"});
 
     let template = &requests[0];
     assert_eq!(template.method, Method::PUT);

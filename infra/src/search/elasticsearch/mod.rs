@@ -37,6 +37,7 @@
 //! Elasticsearch's error type only, never its reason text, which can quote document values.
 
 mod client;
+mod maintenance;
 pub mod reader;
 pub mod schema;
 mod sink;

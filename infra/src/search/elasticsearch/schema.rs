@@ -29,12 +29,16 @@ pub fn generation_index(alias: &str, generation: u32) -> String {
 }
 
 /// Index settings shared by both templates: shards and replicas from the settings, refresh
-/// interval from `search.refresh_ms`.
+/// interval from `search.refresh_ms`. `gc_deletes: 0s`: a deleted document leaves no version
+/// tombstone once refreshed, so that `member verify --repair` can delete a damaged document and
+/// write the truth again at its (lower) version. Nothing else deletes: the projectors only
+/// index, so the tombstones' usual job (ordering a delete against late writes) does not arise.
 fn settings(shards: u32, replicas: u32, refresh: Duration) -> Value {
     json!({
         "number_of_shards": shards,
         "number_of_replicas": replicas,
         "refresh_interval": format!("{}ms", refresh.as_millis()),
+        "gc_deletes": "0s",
     })
 }
 
