@@ -78,6 +78,12 @@ impl Isolated {
         if let Some(brokers) = &overrides.kafka_brokers {
             writeln!(toml, "brokers = {brokers:?}")?;
         }
+        // Elasticsearch indices of the benchmark's own on the shared clusters.
+        writeln!(
+            toml,
+            "[search.elasticsearch]\nindex_prefix = \"member_b_{}\"",
+            tag.to_lowercase()
+        )?;
         writeln!(toml, "[command_api]\nlisten = \"{command}\"")?;
         writeln!(toml, "[query_api]\nlisten = \"{query}\"")?;
         // The shipped quotas (5,000/s per caller, 20,000/s in all) would cap the measurement

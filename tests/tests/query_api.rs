@@ -752,7 +752,7 @@ async fn admin_faults_and_pins_change_where_reads_are_served_from() {
         "a faulted backend is not called"
     );
 
-    // Readiness follows the order chain.
+    // Readiness follows the order chain, and reports each backend (each search cluster).
     for b in [
         "redis-a",
         "redis-b",
@@ -760,13 +760,31 @@ async fn admin_faults_and_pins_change_where_reads_are_served_from() {
         "search-backup",
         "mysql",
     ] {
+        let ready = get(&app, None, "/readyz").await;
+        assert_eq!(ready.status, StatusCode::OK, "{b}");
         assert_eq!(
-            get(&app, None, "/readyz").await.status,
-            StatusCode::OK,
-            "{b}"
+            ready.body["backends"][b]["available"], true,
+            "{b}: {}",
+            ready.body
         );
         fault(b, true).await;
+        let ready = get(&app, None, "/readyz").await;
+        assert_eq!(
+            ready.body["backends"][b]["available"], false,
+            "{b}: {}",
+            ready.body
+        );
+        assert_eq!(
+            ready.body["backends"][b]["faulted"], true,
+            "{b}: {}",
+            ready.body
+        );
     }
+    let ready = get(&app, None, "/readyz").await;
+    assert_eq!(
+        ready.body["backends"]["search-marketing"]["available"],
+        true
+    );
     assert_eq!(
         get(&app, None, "/readyz").await.status,
         StatusCode::SERVICE_UNAVAILABLE

@@ -64,6 +64,24 @@ impl crate::http::Readiness for AppState {
             Err("every backend of the order chain is open or faulted".into())
         }
     }
+
+    /// Each backend (the three search clusters among them): available, breaker, fault flag.
+    fn backends(&self) -> Option<serde_json::Value> {
+        let registry = self.registry();
+        let backends: serde_json::Map<String, serde_json::Value> = member_projections::Target::ALL
+            .into_iter()
+            .map(|t| {
+                let b = registry.backend(t);
+                let detail = serde_json::json!({
+                    "available": b.available(),
+                    "breaker": b.breaker_state().as_str(),
+                    "faulted": b.faulted(),
+                });
+                (t.as_str().to_owned(), detail)
+            })
+            .collect();
+        Some(serde_json::Value::Object(backends))
+    }
 }
 
 pub fn router(state: AppState) -> Router {
