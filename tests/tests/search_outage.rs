@@ -154,12 +154,7 @@ async fn order_reads_survive_a_sigkilled_search_primary_and_return_to_it() {
     serves("search-primary").await;
     stop.store(true, Ordering::SeqCst);
     load.await.unwrap();
-    let t = tally.lock().unwrap();
-    assert!(
-        t.failures.is_empty(),
-        "order reads failed: {:?}",
-        t.failures
-    );
-    drop(t);
+    let failures = std::mem::take(&mut tally.lock().unwrap().failures);
+    assert!(failures.is_empty(), "order reads failed: {failures:?}");
     app.stop().await.unwrap();
 }
