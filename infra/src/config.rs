@@ -186,6 +186,9 @@ pub struct QueryBackendSettings {
     pub search_slow_ms: u64,
     pub mysql_timeout_ms: u64,
     pub mysql_slow_ms: u64,
+    /// After its breaker opened, a backend gets reads again only once its projection is at most
+    /// this many records behind (when the process knows the lag; otherwise the breaker decides).
+    pub return_max_lag_records: u64,
 }
 
 /// Circuit breaker thresholds, shared by every backend (the slow-call latency is per backend).

@@ -1,7 +1,9 @@
 //! A real search-primary outage: the order path reads from a private Elasticsearch node (both
 //! Redis centers faulted, so search-primary is first in the chain), the node is SIGKILLed under
-//! order load and started again on its data. No order read fails; reads move to search-backup
-//! while the node is dead and come back to search-primary once it answers again.
+//! order load and started again on its data while commands go on. No order read fails; reads
+//! move to search-backup while the node is dead and come back to search-primary only once its
+//! projection caught up (lag under `query_api.backends.return_max_lag_records`), not when the
+//! breaker's first probe would have succeeded.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,11 +149,66 @@ async fn order_reads_survive_a_sigkilled_search_primary_and_return_to_it() {
         }
     };
 
+    let status = || {
+        let (client, url) = (client.clone(), app.query_url("/admin/status"));
+        async move {
+            let r = client
+                .get(url)
+                .bearer_auth("local-admin-key")
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let primary_of = |status: &serde_json::Value, field: &str| -> serde_json::Value {
+        let backend = status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == "search-primary")
+            .unwrap();
+        backend[field].clone()
+    };
+    let primary_lag = |status: &serde_json::Value| -> Option<u64> {
+        status["projections"]
+            .as_array()?
+            .iter()
+            .find(|p| p["target"] == "search-primary")?["records_behind"]
+            .as_u64()
+    };
+
     serves("search-primary").await;
     primary.kill();
     serves("search-backup").await;
+    // Commands go on while the cluster is dead: its projection falls behind.
+    for _ in 0..300 {
+        let ids = Ids::fresh();
+        let r = client
+            .post(app.command_url("/v1/members"))
+            .json(&json!({"identities": [{"kind": "elong_card", "value": ids.card.value()}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let s = status().await;
+    assert_eq!(primary_of(&s, "recovering"), true, "{s}");
+    assert!(
+        primary_lag(&s).is_some_and(|n| n > 100),
+        "{}",
+        s["projections"]
+    );
     primary.restart().await;
+    // Reads return once its projector caught up (query_api.backends.return_max_lag_records).
     serves("search-primary").await;
+    let s = status().await;
+    assert_eq!(primary_of(&s, "recovering"), false, "{s}");
+    assert!(
+        primary_lag(&s).is_some_and(|n| n <= 100),
+        "{}",
+        s["projections"]
+    );
     stop.store(true, Ordering::SeqCst);
     load.await.unwrap();
     let failures = std::mem::take(&mut tally.lock().unwrap().failures);
