@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Lets tests find the stack script (to stop/start Redis B and the broker) wherever they run from.
 export MEMBER_STACK_SCRIPT := $(STACK)
 
-.PHONY: help stack-up stack-down stack-status broker-restart build run test lint fmt bench drill
+.PHONY: help stack-up stack-down stack-status broker-restart build run test lint fmt bench drill drill-kafka
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -51,6 +51,9 @@ bench: ## Benchmarks against same-run baselines (release build; BENCH=query,... 
 
 drill: ## Fail-over drill under order-class load (release build; its own broker, DRILL_BROKER=shared for the shared one); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/drill.sh
+
+drill-kafka: ## Broker-loss drill: three private Kafka brokers, one SIGKILLed under a command load (release build); appends to docs/benchmarks.md
+	@$(CURDIR)/scripts/drill-kafka.sh
 
 lint: ## cargo fmt --check and cargo clippy -D warnings
 	$(CARGO) fmt --all -- --check

@@ -27,17 +27,16 @@ bench_build() {
 
 # bench_facts FILE: machine facts, service versions and what else was running, as markdown.
 bench_facts() {
-  local f="$1" pg maria redis tansu load others
+  local f="$1" pg maria redis load others
   pg="$(PGPASSWORD="$DB_PASSWORD" psql -h "$HOST" -p "$PG_PORT" -U "$DB_USER" -d postgres -tAc 'SHOW server_version' 2>/dev/null || echo '?')"
   maria="$(mariadb --protocol=tcp -h "$HOST" -P "$MARIADB_PORT" -u"$DB_USER" -p"$DB_PASSWORD" -N -e 'SELECT VERSION()' 2>/dev/null || echo '?')"
   redis="$(redis-server --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
-  tansu="$TANSU_VERSION"
   load="$(cut -d' ' -f1-3 /proc/loadavg)"
   others="$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 > 5 {printf "%s %s%%, ", $2, $1}' | sed 's/, $//')"
   mkdir -p "$(dirname "$f")"
   {
     echo "- machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
-    echo "- services: PostgreSQL $pg, MariaDB $maria, Redis $redis, tansu $tansu; $(rustc --version 2>/dev/null); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+    echo "- services: PostgreSQL $pg, MariaDB $maria, Redis $redis, Apache Kafka $KAFKA_VERSION (Java $("$(command -v java)" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)); $(rustc --version 2>/dev/null); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     echo "- code: $(git -C "$REPO_DIR" rev-parse --short HEAD)$(git -C "$REPO_DIR" diff --quiet || echo ' (uncommitted changes)') on branch $(git -C "$REPO_DIR" rev-parse --abbrev-ref HEAD), release build"
     echo "- load before the run: $load (1/5/15 min); busy processes: ${others:-none above 5% CPU}"
     echo "- load generators (wrk, pgbench, member-bench) run on the same machine as the servers"

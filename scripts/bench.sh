@@ -46,7 +46,7 @@ main() {
   only="${only//rebuild,/}"
   if [[ "$only" != rebuild ]]; then
     # A private broker on fresh storage (BENCH_BROKER=shared: the stack's broker).
-    local broker=(--tansu-bin "$TANSU_BIN")
+    local broker=(--kafka-cluster-script "$REPO_DIR/scripts/kafka-cluster.sh")
     [[ "${BENCH_BROKER:-private}" == shared ]] && broker=()
     bench_info "running: $BENCH_BIN run --only $only --seconds $BENCH_SECONDS ${broker[*]}"
     (cd "$REPO_DIR" && "$BENCH_BIN" run --only "$only" --seconds "$BENCH_SECONDS" "${broker[@]}" \

@@ -4,9 +4,9 @@
 # MariaDB (behind a proxy) stopped, the broker restarted, then everything restored. Appends a dated
 # section to docs/benchmarks.md. DRILL_PHASE_SECONDS (default 8) sets the length of each phase.
 #
-# The broker: by default a tansu broker of the drill's own (same binary, its own SQLite storage,
-# a free port), restarted in place. DRILL_BROKER=shared restarts the shared broker instead
-# (`stack.sh restart-service tansu`): every other client of it (tests in other clones) sees the
+# The broker: by default a Kafka broker of the drill's own (scripts/kafka-cluster.sh: the same jars,
+# its own storage and free ports), restarted in place. DRILL_BROKER=shared restarts the shared broker
+# instead (`stack.sh restart-service kafka`): every other client of it (tests in other clones) sees the
 # outage too, and the drill inherits whatever state that broker is in. DRILL_BROKER=none leaves the
 # shared broker alone (the other phases only).
 set -euo pipefail
@@ -20,7 +20,7 @@ main() {
   bench_build
   mkdir -p "$BENCH_WORK"
   bench_facts "$BENCH_WORK/facts.md"
-  local broker=(--tansu-bin "$TANSU_BIN")
+  local broker=(--kafka-cluster-script "$REPO_DIR/scripts/kafka-cluster.sh")
   case "${DRILL_BROKER:-private}" in
     shared) broker=(--shared-broker "$REPO_DIR/scripts/stack.sh") ;;
     none) broker=(--no-broker-restart) ;;

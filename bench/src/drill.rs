@@ -2,7 +2,7 @@
 //! `member run` over an isolated environment. Redis A (a private redis-server) and MariaDB sit
 //! behind TCP proxies the drill cuts; the search primary gets an injected outage through
 //! `POST /admin/faults`; the broker (started by scripts/stack.sh) is restarted with
-//! `stack.sh restart-service tansu`. Counts failed order-class requests, the time until reads
+//! `stack.sh restart-service kafka`. Counts failed order-class requests, the time until reads
 //! moved (`X-Served-From`), and the time until each recovered store caught up.
 
 use std::collections::BTreeMap;
@@ -66,9 +66,9 @@ async fn admin_fault(
 
 /// Which broker the drill restarts.
 pub enum Broker {
-    /// The shared broker, through `stack.sh restart-service tansu` (every client sees it).
+    /// The shared broker, through `stack.sh restart-service kafka` (every client sees it).
     Shared(PathBuf),
-    /// A tansu broker of the drill's own, started from this binary.
+    /// A Kafka broker of the drill's own, started with this script (scripts/kafka-cluster.sh).
     Private(PathBuf),
     /// The shared broker, not restarted (the broker phase is only a wait).
     Untouched,
@@ -88,16 +88,16 @@ impl RunningBroker {
                 Ok(())
             }
             RunningBroker::Shared(script) => {
-                report.command(format!("bash {} restart-service tansu", script.display()));
+                report.command(format!("bash {} restart-service kafka", script.display()));
                 let out = tokio::process::Command::new("bash")
                     .arg(&*script)
-                    .args(["restart-service", "tansu"])
+                    .args(["restart-service", "kafka"])
                     .output()
                     .await
-                    .context("running stack.sh restart-service tansu")?;
+                    .context("running stack.sh restart-service kafka")?;
                 if !out.status.success() {
                     report.note(format!(
-                        "stack.sh restart-service tansu failed ({}): {}",
+                        "stack.sh restart-service kafka failed ({}): {}",
                         out.status,
                         String::from_utf8_lossy(&out.stderr).trim()
                     ));
@@ -106,7 +106,7 @@ impl RunningBroker {
             }
             RunningBroker::Private(broker) => {
                 report.command(format!(
-                    "kill -TERM <private tansu>; {}",
+                    "kafka-cluster.sh stop-node <dir> 1; start-node <dir> 1 ({})",
                     broker.command_line()
                 ));
                 broker.restart().await
@@ -159,12 +159,12 @@ async fn drill(
     let (mut broker, kafka_brokers) = match broker {
         Broker::Shared(script) => (RunningBroker::Shared(script), None),
         Broker::Untouched => (RunningBroker::Untouched, None),
-        Broker::Private(bin) => {
+        Broker::Private(script) => {
             let dir = std::fs::canonicalize(&common.work_dir)?.join(format!(
                 "drill-broker-{}",
                 chrono::Utc::now().format("%Y%m%d%H%M%S")
             ));
-            let b = crate::private_broker::PrivateBroker::start(&bin, &dir)?;
+            let b = crate::private_broker::PrivateBroker::start(&script, &dir, 1, &[])?;
             report.command(b.command_line());
             let brokers = b.brokers();
             (RunningBroker::Private(b), Some(brokers))

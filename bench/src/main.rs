@@ -3,11 +3,11 @@
 //! and reports the ratio (docs/decisions/0011-benchmarks-with-same-run-baselines.md).
 #![forbid(unsafe_code)]
 
-mod broker_fetch;
 mod commands;
 mod drill;
 mod freshness;
 mod isolated;
+mod kafka_drill;
 mod latency;
 mod member_process;
 mod one_get;
@@ -24,7 +24,6 @@ mod wrk;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -69,32 +68,11 @@ enum Command {
         /// Client concurrencies of the command benchmark.
         #[arg(long, value_delimiter = ',', default_value = "4,16,64")]
         concurrency: Vec<usize>,
-        /// Run a private tansu broker (this binary) on fresh storage for the run, instead of
-        /// the shared one: the shared broker's storage grows with every test run and slows
-        /// down, which made runs incomparable (and once unresponsive).
+        /// Run a private Kafka broker on fresh storage for the run (started with this script,
+        /// scripts/kafka-cluster.sh) instead of the shared one, whose topics and groups grow
+        /// with every test run: runs stay comparable.
         #[arg(long)]
-        tansu_bin: Option<PathBuf>,
-    },
-    /// What idle consumers cost the local broker (tansu) and the delivery delay they add, per
-    /// partition count and `fetch.wait.max.ms` (ADR 0014); appends a dated section.
-    BrokerFetchCost {
-        #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        tansu_bin: PathBuf,
-        /// Consumers reading every partition (`member run` has six projectors).
-        #[arg(long, default_value_t = 6)]
-        consumers: usize,
-        /// Seconds of idle cost per point.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// "partitions:wait_ms" pairs.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "12:50,3:50,3:100,3:250,1:100"
-        )]
-        matrix: Vec<String>,
+        kafka_cluster_script: Option<PathBuf>,
     },
     /// The one-Redis-GET baseline HTTP server (axum + redis, the query API's stack).
     OneGetServer {
@@ -111,17 +89,29 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         members: u64,
     },
+    /// The broker-loss drill: three private brokers, one SIGKILLed under a command load;
+    /// appends a dated section to the document.
+    DrillKafka {
+        #[command(flatten)]
+        common: Common,
+        /// scripts/kafka-cluster.sh, to start the drill's three brokers.
+        #[arg(long)]
+        kafka_cluster_script: PathBuf,
+        /// Seconds each phase of the drill lasts (the broker stays down two phases).
+        #[arg(long, default_value_t = 10)]
+        phase_seconds: u64,
+    },
     /// The fail-over drill under order-class load; appends a dated section to the document.
     Drill {
         #[command(flatten)]
         common: Common,
-        /// Restart the shared broker with this stack script (`stack.sh restart-service tansu`)
+        /// Restart the shared broker with this stack script (`stack.sh restart-service kafka`)
         /// instead of a private one; every client of the shared broker sees the outage.
         #[arg(long)]
         shared_broker: Option<PathBuf>,
-        /// The tansu binary for the drill's private broker (scripts/lib.sh: TANSU_BIN).
+        /// scripts/kafka-cluster.sh, to start the drill's private broker.
         #[arg(long)]
-        tansu_bin: Option<PathBuf>,
+        kafka_cluster_script: Option<PathBuf>,
         /// Leave the broker alone (the shared one, not restarted).
         #[arg(long)]
         no_broker_restart: bool,
@@ -142,68 +132,39 @@ fn main() -> anyhow::Result<()> {
             only,
             seconds,
             concurrency,
-            tansu_bin,
+            kafka_cluster_script,
         } => runtime.block_on(run::run(
             common,
             &only,
             seconds,
             &concurrency,
-            tansu_bin.as_deref(),
+            kafka_cluster_script.as_deref(),
         )),
-        Command::BrokerFetchCost {
+        Command::DrillKafka {
             common,
-            tansu_bin,
-            consumers,
-            seconds,
-            matrix,
-        } => {
-            let matrix = matrix
-                .iter()
-                .map(|point| {
-                    let (p, w) = point
-                        .split_once(':')
-                        .with_context(|| format!("{point:?}: expected partitions:wait_ms"))?;
-                    Ok((p.parse()?, w.parse()?))
-                })
-                .collect::<anyhow::Result<Vec<(i32, u64)>>>()?;
-            std::fs::create_dir_all(&common.work_dir)?;
-            let mut report = report::Report::default();
-            let work_dir = common.work_dir.clone();
-            let (report, outcome) = runtime.block_on(async move {
-                tokio::task::spawn_blocking(move || {
-                    let outcome = broker_fetch::run(
-                        &mut report,
-                        &tansu_bin,
-                        &work_dir,
-                        consumers,
-                        &matrix,
-                        seconds,
-                    );
-                    (report, outcome)
-                })
-                .await
-            })?;
-            let title = format!(
-                "{} broker fetch cost (tansu, SQLite storage)",
-                chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-            );
-            report.append(&common.doc, &title, common.facts.as_deref())?;
-            outcome
-        }
+            kafka_cluster_script,
+            phase_seconds,
+        } => runtime.block_on(kafka_drill::run(
+            common,
+            &kafka_cluster_script,
+            phase_seconds,
+        )),
         Command::OneGetServer { listen, redis } => runtime.block_on(one_get::serve(listen, &redis)),
         Command::Rebuild { common, members } => runtime.block_on(rebuild::run(common, members)),
         Command::Drill {
             common,
             shared_broker,
-            tansu_bin,
+            kafka_cluster_script,
             no_broker_restart,
             phase_seconds,
         } => {
-            let broker = match (shared_broker, tansu_bin) {
+            let broker = match (shared_broker, kafka_cluster_script) {
                 _ if no_broker_restart => drill::Broker::Untouched,
                 (Some(script), _) => drill::Broker::Shared(script),
-                (None, Some(bin)) => drill::Broker::Private(bin),
-                (None, None) => anyhow::bail!("--tansu-bin or --shared-broker is required"),
+                (None, Some(script)) => drill::Broker::Private(script),
+                (None, None) => {
+                    anyhow::bail!("--kafka-cluster-script or --shared-broker is required")
+                }
             };
             runtime.block_on(drill::run(common, broker, phase_seconds))
         }

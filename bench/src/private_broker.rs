@@ -1,123 +1,142 @@
-//! A tansu broker of the drill's own (the binary scripts/stack.sh installs) on a free port with
-//! its own SQLite storage in the work directory, so that the drill can restart a broker without
-//! taking the shared one away from other clients, and without inheriting its state.
+//! An Apache Kafka cluster of the benchmark's or the drill's own (scripts/kafka-cluster.sh: the
+//! jars scripts/stack.sh installs, its own directory and ports), so that a run can restart or kill
+//! brokers without taking the shared one away from other clients, and without inheriting its
+//! state.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::Context;
 
 use crate::private_redis::free_port;
 
 pub struct PrivateBroker {
-    bin: PathBuf,
+    script: PathBuf,
     dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
+    nodes: usize,
+    brokers: String,
+    up: bool,
 }
 
 impl PrivateBroker {
-    pub fn start(bin: &Path, dir: &Path) -> anyhow::Result<Self> {
+    /// Starts `nodes` combined broker/controller nodes (three or more: replication factor 3 and
+    /// `min.insync.replicas` 2 for the cluster's internal topics), each on its own rack name
+    /// from `racks` when given. Waits until every node answers.
+    pub fn start(script: &Path, dir: &Path, nodes: usize, racks: &[&str]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).context("creating the broker directory")?;
+        // Two ports per node (listener and controller), consecutive from a free one.
+        let base = (0..50)
+            .map(|_| free_port())
+            .find(|p| {
+                p.as_ref().is_ok_and(|p| {
+                    (1..2 * nodes as u16)
+                        .all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+                })
+            })
+            .context("no free port range for the private brokers")??;
+        let mut args = vec![
+            "up".to_owned(),
+            dir.display().to_string(),
+            nodes.to_string(),
+            base.to_string(),
+        ];
+        args.extend(racks.iter().map(|r| r.to_string()));
         let mut broker = Self {
-            bin: bin.to_path_buf(),
+            script: script.to_path_buf(),
             dir: dir.to_path_buf(),
-            port: free_port()?,
-            child: None,
+            nodes,
+            brokers: String::new(),
+            up: true,
         };
-        broker.spawn()?;
+        broker.script(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        broker.brokers = broker.script(&["brokers", &dir.display().to_string()])?;
         Ok(broker)
     }
 
-    /// The broker's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    fn script(&self, args: &[&str]) -> anyhow::Result<String> {
+        Self::run_script(&self.script, args)
     }
 
+    /// The bootstrap list, `127.0.0.1:p1,127.0.0.1:p2,...`.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.brokers.clone()
     }
 
     pub fn command_line(&self) -> String {
         format!(
-            "(cd {}; {} {})",
+            "bash {} up {} {} <free port>",
+            self.script.display(),
             self.dir.display(),
-            self.bin.display(),
-            self.args().join(" ")
+            self.nodes
         )
     }
 
-    fn args(&self) -> Vec<String> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        vec![
-            "broker".into(),
-            "--cluster-id".into(),
-            "member-drill".into(),
-            "--listener-url".into(),
-            url.clone(),
-            "--advertised-listener-url".into(),
-            url,
-            "--storage-engine".into(),
-            "sqlite://tansu.db".into(),
-        ]
-    }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))?;
-        let child = Command::new(&self.bin)
-            .args(self.args())
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (make stack-up installs it)",
-                    self.bin.display()
-                )
-            })?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the private broker did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+    /// Stops node `i` (1-based): SIGTERM and a controlled shutdown, or SIGKILL with `kill`.
+    pub async fn stop_node(&self, i: usize, kill: bool) -> anyhow::Result<()> {
+        let dir = self.dir.display().to_string();
+        let i = i.to_string();
+        let mut args = vec!["stop-node", &dir, &i];
+        if kill {
+            args.push("--kill");
         }
-        Ok(())
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let script = self.script.clone();
+        tokio::task::spawn_blocking(move || {
+            Self::run_script(
+                &script,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+        .await?
+        .map(drop)
     }
 
-    /// SIGTERM, wait (SIGKILL after 10 s), start again on the same port and storage.
+    /// Starts node `i` again on its storage and waits until it answers.
+    pub async fn start_node(&self, i: usize) -> anyhow::Result<()> {
+        let args = [
+            "start-node".to_owned(),
+            self.dir.display().to_string(),
+            i.to_string(),
+        ];
+        let script = self.script.clone();
+        tokio::task::spawn_blocking(move || {
+            Self::run_script(
+                &script,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+        .await?
+        .map(drop)
+    }
+
+    fn run_script(script: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("bash")
+            .arg(script)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} {}: {}",
+            script.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Stops node 1 and starts it again on the same storage (a one-node cluster's restart).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = child.wait();
-        }
-        self.spawn()
+        self.stop_node(1, false).await?;
+        self.start_node(1).await
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.up {
+            self.up = false;
+            let _ = self.script(&["down", &self.dir.display().to_string()]);
         }
     }
 }

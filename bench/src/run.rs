@@ -24,18 +24,18 @@ pub async fn run(
     only: &str,
     seconds: u64,
     concurrency: &[usize],
-    tansu_bin: Option<&std::path::Path>,
+    kafka_cluster_script: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&common.work_dir)?;
     let mut report = Report::default();
     // Kept alive until the run is over; stopped on drop.
-    let broker = match tansu_bin {
-        Some(bin) => {
+    let broker = match kafka_cluster_script {
+        Some(script) => {
             let dir = std::fs::canonicalize(&common.work_dir)?.join(format!(
                 "bench-broker-{}",
                 chrono::Utc::now().format("%Y%m%d%H%M%S")
             ));
-            let broker = crate::private_broker::PrivateBroker::start(bin, &dir)?;
+            let broker = crate::private_broker::PrivateBroker::start(script, &dir, 1, &[])?;
             report.command(broker.command_line());
             Some(broker)
         }
