@@ -21,7 +21,7 @@ help: ## List the targets
 	@echo "environment: MEMBER_STACK_DIR (default .stack), MEMBER_CACHE_DIR (default ~/.cache/member-stack),"
 	@echo "             MEMBER_STACK_TIMEOUT (seconds per service, default 60)"
 
-stack-up: ## Install what is missing and start PostgreSQL, MariaDB, Redis A/B and Apache Kafka; wait until all answer
+stack-up: ## Install what is missing and start PostgreSQL, MariaDB, Redis A/B, Apache Kafka and the three Elasticsearch clusters; wait until all answer
 	@$(STACK) up
 
 stack-down: ## Stop only the services the scripts started (never one that was already running)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Drops the databases that earlier test runs left behind: PostgreSQL `member_test_*` and MariaDB
-# `member_t_*` (each test creates its own; a test that panics leaves its databases). Never touches
-# the databases `member` or `member_db_*` that `member run` uses.
+# `member_t_*` (each test creates its own; a test that panics leaves its databases), and the
+# Elasticsearch indices and templates `member_t_*` on the three local clusters. Never touches the
+# databases `member` or `member_db_*`, nor the indices `member*` that `member run` uses.
 set -euo pipefail
 
 PG_URL="${MEMBER__POSTGRES__URL:-postgres://member:member@127.0.0.1:5432/member}"
@@ -20,4 +21,16 @@ while read -r db; do
   dropped=$((dropped + 1))
 done < <(timeout 30 mariadb "${MYSQL_ARGS[@]}" -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'member\\_t\\_%'")
 
-echo "[stack] dropped $dropped leftover test database(s)"
+# Elasticsearch: every test index and template is named member_t_<uuid>[...] (tests/src/elasticsearch.rs).
+for port in 9200 9201 9202; do
+  es="http://127.0.0.1:$port"
+  curl -s -m 5 -o /dev/null "$es/_cluster/health" 2>/dev/null || continue
+  n="$(curl -s -m 30 "$es/_cat/indices/member_t_*?h=index" 2>/dev/null | grep -c . || true)"
+  if ((n > 0)); then
+    curl -s -m 120 -o /dev/null -XDELETE "$es/member_t_*?expand_wildcards=all" || true
+    dropped=$((dropped + n))
+  fi
+  curl -s -m 60 -o /dev/null -XDELETE "$es/_index_template/member_t_*" || true
+done
+
+echo "[stack] dropped $dropped leftover test database(s) and index(es)"

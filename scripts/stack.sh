@@ -8,9 +8,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/kafka.sh
 source "$SCRIPTS_DIR/kafka.sh"
+# shellcheck source=scripts/elasticsearch.sh
+source "$SCRIPTS_DIR/elasticsearch.sh"
 
 SELF="$SCRIPTS_DIR/stack.sh"
-SERVICES=(postgres mariadb redis-a redis-b kafka)
+SERVICES=(postgres mariadb redis-a redis-b kafka "${ES_SERVICES[@]}")
 
 usage() {
   cat <<EOF
@@ -40,6 +42,7 @@ svc_port() {
     redis-a) echo "$REDIS_A_PORT" ;;
     redis-b) echo "$REDIS_B_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
+    search-*) es_http_port "$1" ;;
     *) die "unknown service '$1' (known: ${SERVICES[*]})" ;;
   esac
 }
@@ -51,6 +54,7 @@ svc_pattern() {
     mariadb) echo "mariadbd" ;;
     redis-a | redis-b) echo "redis-server" ;;
     kafka) echo "kafka.Kafka" ;;
+    search-*) es_pattern "$1" ;;
   esac
 }
 
@@ -86,6 +90,7 @@ svc_answers() {
       fi
       ;;
     kafka) tcp_open "$port" ;;
+    search-*) es_answers "$1" ;;
   esac
 }
 
@@ -352,7 +357,7 @@ up_kafka() {
 up_one() {
   local svc="$1" dir
   # Redis and the broker keep data under a state dir: start them where they last ran (see lib.sh).
-  if [[ "$svc" == redis-a || "$svc" == redis-b || "$svc" == kafka ]] &&
+  if [[ "$svc" == redis-a || "$svc" == redis-b || "$svc" == kafka || "$svc" == search-* ]] &&
     dir="$(remembered_state_dir "$svc")" && [[ "$dir" != "$STACK_DIR" ]] && ! svc_answers "$svc"; then
     info "$svc: starting with its previous state dir $dir (it keeps its data there)"
     (
@@ -371,6 +376,7 @@ up_one_here() {
     mariadb) up_mariadb ;;
     redis-a | redis-b) up_redis "$1" ;;
     kafka) up_kafka ;;
+    search-*) up_elasticsearch "$1" ;;
     *) die "unknown service '$1' (known: ${SERVICES[*]})" ;;
   esac
 }
@@ -466,7 +472,7 @@ cmd_down() {
 
 cmd_status() {
   local svc port state owner pid dir
-  printf '%-9s %-16s %-6s %s\n' SERVICE ADDRESS STATE "STARTED BY"
+  printf '%-16s %-16s %-6s %s\n' SERVICE ADDRESS STATE "STARTED BY"
   for svc in "${SERVICES[@]}"; do
     port="$(svc_port "$svc")"
     if svc_answers "$svc"; then state=up; else state=DOWN; fi
@@ -479,7 +485,7 @@ cmd_status() {
     else
       owner="-"
     fi
-    printf '%-9s %-16s %-6s %s\n' "$svc" "$HOST:$port" "$state" "$owner"
+    printf '%-16s %-16s %-6s %s\n' "$svc" "$HOST:$port" "$state" "$owner"
   done
   printf 'state dir: %s   kafka: %s\n' "$STACK_DIR" \
     "$([[ -f "$KAFKA_HOME/.complete" ]] && echo "$KAFKA_HOME" || echo "not installed ($KAFKA_HOME)")"

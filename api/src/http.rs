@@ -18,6 +18,11 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 /// A readiness probe: answers whether the process can serve.
 pub trait Readiness: Clone + Send + Sync + 'static {
     fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+
+    /// Per-dependency detail added to the `/readyz` body as `backends` (none by default).
+    fn backends(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// `/healthz` (the process is up), `/readyz` (its dependencies answer) and `/metrics`.
@@ -30,14 +35,18 @@ pub fn operational_routes<R: Readiness>(readiness: R) -> Router {
             get(move || {
                 let readiness = readiness.clone();
                 async move {
-                    match readiness.ready().await {
-                        Ok(()) => {
-                            (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
-                        }
-                        Err(reason) => {
-                            error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", &reason)
-                        }
+                    let backends = readiness.backends();
+                    let (status, mut body) = match readiness.ready().await {
+                        Ok(()) => (StatusCode::OK, json!({"status": "ready"})),
+                        Err(reason) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            json!({"error": "not_ready", "message": reason}),
+                        ),
+                    };
+                    if let Some(backends) = backends {
+                        body["backends"] = backends;
                     }
+                    (status, Json(body)).into_response()
                 }
             }),
         )

@@ -78,6 +78,12 @@ impl Isolated {
         if let Some(brokers) = &overrides.kafka_brokers {
             writeln!(toml, "brokers = {brokers:?}")?;
         }
+        // Elasticsearch indices of the benchmark's own on the shared clusters.
+        writeln!(
+            toml,
+            "[search.elasticsearch]\nindex_prefix = \"member_b_{}\"",
+            tag.to_lowercase()
+        )?;
         writeln!(toml, "[command_api]\nlisten = \"{command}\"")?;
         writeln!(toml, "[query_api]\nlisten = \"{query}\"")?;
         // Benchmarks start several relay and projector processes: any free port each.

@@ -171,6 +171,16 @@ pub enum SearchEngine {
     Elasticsearch,
 }
 
+impl SearchEngine {
+    /// The name `search.engine` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchEngine::Tantivy => "tantivy",
+            SearchEngine::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSettings {
@@ -178,6 +188,9 @@ pub struct ElasticsearchSettings {
     pub backup_url: String,
     pub marketing_url: String,
     pub shards: u32,
+    /// Replicas of each shard; 0 on the local stack's one-node clusters (a replica could never
+    /// be allocated there and every index would stay yellow).
+    pub replicas: u32,
     pub index_prefix: String,
 }
 
@@ -248,6 +261,9 @@ pub struct QueryBackendSettings {
     pub search_slow_ms: u64,
     pub mysql_timeout_ms: u64,
     pub mysql_slow_ms: u64,
+    /// After its breaker opened, a backend gets reads again only once its projection is at most
+    /// this many records behind (when the process knows the lag; otherwise the breaker decides).
+    pub return_max_lag_records: u64,
 }
 
 /// Circuit breaker thresholds, shared by every backend (the slow-call latency is per backend).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use member_api::app::{App, Role};
 use member_api::shutdown::Shutdown;
-use member_infra::config::Settings;
+use member_infra::config::{SearchEngine, Settings};
 use member_infra::stores::Store;
 use member_projections::{MemberDocument, MemberReader, Target};
 use sqlx::PgPool;
@@ -37,6 +37,14 @@ pub async fn isolated_settings() -> (Settings, PgPool, tempfile::TempDir) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     settings.data_dir = data_dir.path().to_path_buf();
     settings.search.refresh_ms = 100;
+    // Indices of the test's own on the shared clusters (started if they do not answer).
+    settings.search.elasticsearch.index_prefix = crate::unique("member_t");
+    settings.search.elasticsearch.shards = 1;
+    if settings.search.engine == SearchEngine::Elasticsearch {
+        for cluster in member_infra::search::SearchCluster::ALL {
+            crate::elasticsearch::ensure_cluster(cluster);
+        }
+    }
     settings.command_api.listen = "127.0.0.1:0".parse().unwrap();
     settings.query_api.listen = "127.0.0.1:0".parse().unwrap();
     settings.relay.idle_poll_ms = 10;

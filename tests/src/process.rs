@@ -49,15 +49,20 @@ pub fn spawn_member(args: &[&str], env: &[(&str, &str)]) -> Child {
 
 /// Runs `scripts/stack.sh <args>` (stop-service, start-service, ...) and asserts it succeeded.
 pub fn stack(args: &[&str]) {
+    assert!(stack_ok(args), "stack.sh {args:?} failed");
+}
+
+/// Runs `scripts/stack.sh <args>`; whether it exited 0 (`check SERVICE` answers this way).
+pub fn stack_ok(args: &[&str]) -> bool {
     let script = std::env::var("MEMBER_STACK_SCRIPT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack.sh"));
-    let status = Command::new("bash")
+    Command::new("bash")
         .arg(&script)
         .args(args)
         .status()
-        .expect("run stack.sh");
-    assert!(status.success(), "stack.sh {args:?} failed: {status}");
+        .expect("run stack.sh")
+        .success()
 }
 
 /// A signal a test sends to a child process.

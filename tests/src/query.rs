@@ -273,7 +273,18 @@ pub async fn spawn_query_api() -> QueryApp {
 }
 
 pub async fn spawn_query_api_with(stores: Stores, settings: Settings) -> QueryApp {
-    let api = QueryApi::build(stores.backends(), &settings, "127.0.0.1:0".parse().unwrap())
+    spawn_query_api_with_status(stores, settings, None).await
+}
+
+/// The query API over `stores` with a projection-lag source (as `member run` has).
+pub async fn spawn_query_api_with_status(
+    stores: Stores,
+    settings: Settings,
+    status: Option<std::sync::Arc<dyn member_projections::status::StatusProvider>>,
+) -> QueryApp {
+    let mut backends = stores.backends();
+    backends.status = status;
+    let api = QueryApi::build(backends, &settings, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("query api binds");
     let addr = api.local_addr();

@@ -28,6 +28,18 @@ pub fn member_env(settings: &Settings) -> Vec<(String, String)> {
             "MEMBER__SEARCH__REFRESH_MS",
             settings.search.refresh_ms.to_string(),
         ),
+        (
+            "MEMBER__SEARCH__ENGINE",
+            settings.search.engine.as_str().to_owned(),
+        ),
+        (
+            "MEMBER__SEARCH__ELASTICSEARCH__INDEX_PREFIX",
+            settings.search.elasticsearch.index_prefix.clone(),
+        ),
+        (
+            "MEMBER__SEARCH__ELASTICSEARCH__SHARDS",
+            settings.search.elasticsearch.shards.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

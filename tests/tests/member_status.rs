@@ -38,6 +38,8 @@ async fn status_lists_every_component_and_fails_when_a_store_is_down() {
         ("MEMBER__POSTGRES__URL", &event_store),
         ("MEMBER__DATA_DIR", &data),
         ("MEMBER__REDIS__B__URL", &redis_b),
+        // The embedded engine: an empty data directory is a search store with no index.
+        ("MEMBER__SEARCH__ENGINE", "tantivy"),
     ]);
     let names: Vec<&str> = components
         .iter()

@@ -21,6 +21,7 @@ async fn sigkilled_projectors_converge_after_restart() {
     let databases = settings.mysql.databases.join(",");
     let shards = settings.mysql.logical_shards.to_string();
     let data_dir = settings.data_dir.display().to_string();
+    let search_shards = settings.search.elasticsearch.shards.to_string();
     let env = [
         ("MEMBER__POSTGRES__URL", settings.postgres.url.as_str()),
         ("MEMBER__KAFKA__TOPIC", settings.kafka.topic.as_str()),
@@ -28,6 +29,15 @@ async fn sigkilled_projectors_converge_after_restart() {
         ("MEMBER__MYSQL__LOGICAL_SHARDS", shards.as_str()),
         ("MEMBER__DATA_DIR", data_dir.as_str()),
         ("MEMBER__PROJECTOR__BATCH_SIZE", "25"),
+        ("MEMBER__SEARCH__ENGINE", settings.search.engine.as_str()),
+        (
+            "MEMBER__SEARCH__ELASTICSEARCH__INDEX_PREFIX",
+            settings.search.elasticsearch.index_prefix.as_str(),
+        ),
+        (
+            "MEMBER__SEARCH__ELASTICSEARCH__SHARDS",
+            search_shards.as_str(),
+        ),
     ];
     let targets = [Target::Mysql, Target::RedisA, Target::SearchPrimary];
     let spawn = |t: Target| spawn_member(&["serve", "projector", "--target", t.as_str()], &env);

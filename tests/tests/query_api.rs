@@ -748,7 +748,7 @@ async fn admin_faults_and_pins_change_where_reads_are_served_from() {
         "a faulted backend is not called"
     );
 
-    // Readiness follows the order chain.
+    // Readiness follows the order chain, and reports each backend (each search cluster).
     for b in [
         "redis-a",
         "redis-b",
@@ -756,13 +756,31 @@ async fn admin_faults_and_pins_change_where_reads_are_served_from() {
         "search-backup",
         "mysql",
     ] {
+        let ready = get(&app, None, "/readyz").await;
+        assert_eq!(ready.status, StatusCode::OK, "{b}");
         assert_eq!(
-            get(&app, None, "/readyz").await.status,
-            StatusCode::OK,
-            "{b}"
+            ready.body["backends"][b]["available"], true,
+            "{b}: {}",
+            ready.body
         );
         fault(b, true).await;
+        let ready = get(&app, None, "/readyz").await;
+        assert_eq!(
+            ready.body["backends"][b]["available"], false,
+            "{b}: {}",
+            ready.body
+        );
+        assert_eq!(
+            ready.body["backends"][b]["faulted"], true,
+            "{b}: {}",
+            ready.body
+        );
     }
+    let ready = get(&app, None, "/readyz").await;
+    assert_eq!(
+        ready.body["backends"]["search-marketing"]["available"],
+        true
+    );
     assert_eq!(
         get(&app, None, "/readyz").await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -897,5 +915,88 @@ async fn a_lagging_store_cannot_take_back_an_identity_that_moved() {
         (r.body["member_id"].clone(), r.served_from()),
         (json!(new_owner), "last-served")
     );
+    app.stop().await.unwrap();
+}
+
+/// The lag of search-primary's projection, as the test sets it.
+struct SetLag(std::sync::Mutex<Option<u64>>);
+
+#[async_trait::async_trait]
+impl member_projections::status::StatusProvider for SetLag {
+    async fn projection_lag(
+        &self,
+    ) -> Result<Vec<member_projections::status::ProjectionLag>, member_projections::sink::BoxError>
+    {
+        Ok(vec![member_projections::status::ProjectionLag {
+            target: "search-primary".into(),
+            records_behind: *self.0.lock().unwrap(),
+            seconds_behind: None,
+        }])
+    }
+}
+
+#[tokio::test]
+async fn a_backend_whose_breaker_opened_returns_only_once_its_projection_caught_up() {
+    let lag = std::sync::Arc::new(SetLag(std::sync::Mutex::new(Some(0))));
+    let app = member_tests::query::spawn_query_api_with_status(
+        Stores::new(),
+        query_settings(),
+        Some(lag.clone()),
+    )
+    .await;
+    let (id, h, _) = member();
+    app.stores.apply_all(h.records()).await;
+    for center in ["redis-a", "redis-b"] {
+        let body = json!({"backend": center, "down": true});
+        assert_eq!(
+            admin(&app, ADMIN, "/admin/faults", body).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(by_id(&app, ORDER, id).await.served_from(), "search-primary");
+
+    // The cluster dies: reads move on and its breaker opens; meanwhile its projector falls behind.
+    app.stores.search_primary.set_down(true);
+    *lag.0.lock().unwrap() = Some(5_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = by_id(&app, ORDER, id).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let ready = get(&app, None, "/readyz").await;
+        if ready.body["backends"]["search-primary"]["recovering"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never opened: {}",
+            ready.body
+        );
+    }
+
+    // Back up, but 5,000 records behind: no reads, not even the breaker's probes, for several
+    // of its open periods (500 ms here).
+    app.stores.search_primary.set_down(false);
+    let reads = app.stores.search_primary.reads();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(by_id(&app, ORDER, id).await.served_from(), "search-backup");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.stores.search_primary.reads(),
+        reads,
+        "a stale cluster was read"
+    );
+
+    // Caught up (within query_api.backends.return_max_lag_records): reads return.
+    *lag.0.lock().unwrap() = Some(3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while by_id(&app, ORDER, id).await.served_from() != "search-primary" {
+        assert!(
+            Instant::now() < deadline,
+            "reads never returned to search-primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.stop().await.unwrap();
 }

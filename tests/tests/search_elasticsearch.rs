@@ -1,8 +1,8 @@
 //! The Elasticsearch adapter, against a local HTTP server that records every request and answers
-//! the way Elasticsearch does. No Elasticsearch runs on this machine: these tests pin the exact
-//! requests the adapter sends (the template, the bulk lines, the term filter, the routed get) and
-//! how it reads the answers; `search_elasticsearch_live.rs` runs the sink contract against a real
-//! cluster when one is given.
+//! the way Elasticsearch does: these tests pin the exact requests the adapter sends (the
+//! templates, the bulk lines, the routed identity search, the routed get) and how it reads
+//! answers that a healthy cluster rarely gives (refusals, dead connections);
+//! `search_elasticsearch_live.rs` runs the adapter against the local stack's real clusters.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,7 +120,9 @@ impl Drop for FakeElasticsearch {
 
 fn is_setup(r: &Captured) -> bool {
     r.path.starts_with("/_index_template/")
-        || (r.path == "/member" && (r.method == Method::HEAD || r.method == Method::PUT))
+        || (r.method == Method::HEAD && (r.path == "/member" || r.path == "/member_identity"))
+        || (r.method == Method::PUT
+            && (r.path == "/member-000001" || r.path == "/member_identity-000001"))
 }
 
 async fn handle(
@@ -165,17 +167,17 @@ async fn handle(
         .into_response()
 }
 
-/// Index setup as on a fresh cluster: the template is stored, the index does not exist yet and
-/// is created.
+/// Index setup as on a fresh cluster: the templates are stored, the aliases do not exist yet and
+/// their first generations are created.
 fn default_reply(r: &Captured) -> Option<(u16, Value)> {
     match (&r.method, r.path.as_str()) {
         (&Method::PUT, p) if p.starts_with("/_index_template/") => {
             Some((200, json!({"acknowledged": true})))
         }
-        (&Method::HEAD, "/member") => Some((404, Value::Null)),
-        (&Method::PUT, "/member") => Some((
+        (&Method::HEAD, "/member" | "/member_identity") => Some((404, Value::Null)),
+        (&Method::PUT, p @ ("/member-000001" | "/member_identity-000001")) => Some((
             200,
-            json!({"acknowledged": true, "shards_acknowledged": true, "index": "member"}),
+            json!({"acknowledged": true, "shards_acknowledged": true, "index": &p[1..]}),
         )),
         _ => None,
     }
@@ -185,6 +187,7 @@ fn options() -> IndexOptions {
     IndexOptions {
         index: "member".into(),
         shards: 3,
+        replicas: 1,
         refresh: Duration::from_millis(250),
     }
 }
@@ -233,11 +236,12 @@ fn bulk_response(items: Vec<Value>) -> Value {
 }
 
 #[tokio::test]
-async fn setup_puts_a_strict_keyword_template_then_creates_the_index() {
+async fn setup_puts_strict_keyword_templates_then_creates_the_aliased_indices() {
     let fake = FakeElasticsearch::start(|_| None);
     connect(&fake).await;
     let requests = fake.requests();
-    assert_eq!(requests.len(), 3, "{requests:#?}");
+    assert_eq!(requests.len(), 6, "{requests:#?}");
+    let settings = json!({"number_of_shards": 3, "number_of_replicas": 1, "refresh_interval": "250ms", "gc_deletes": "0s"});
 
     let template = &requests[0];
     assert_eq!(template.method, Method::PUT);
@@ -245,52 +249,79 @@ async fn setup_puts_a_strict_keyword_template_then_creates_the_index() {
     assert_eq!(
         template.json(),
         json!({
-            "index_patterns": ["member", "member-*"],
+            "index_patterns": ["member-*"],
             "priority": 200,
             "template": {
-                "settings": {"number_of_shards": 3, "refresh_interval": "250ms"},
+                "settings": settings,
                 "mappings": {
                     "dynamic": "strict",
                     "_routing": {"required": true},
                     "properties": {
                         "member_id": {"type": "keyword"},
-                        "version": {"type": "long"},
                         "status": {"type": "keyword"},
-                        "identities": {"type": "keyword"},
                         "doc": {"type": "object", "enabled": false}
                     }
                 }
             }
         })
     );
-
     assert_eq!(
         (&requests[1].method, requests[1].path.as_str()),
         (&Method::HEAD, "/member")
     );
     assert_eq!(
         (&requests[2].method, requests[2].path.as_str()),
-        (&Method::PUT, "/member")
+        (&Method::PUT, "/member-000001")
     );
-    // The index takes its settings and mappings from the template.
-    assert_eq!(requests[2].body, "");
+    // The index takes its settings and mappings from the template; the alias points at it.
+    assert_eq!(requests[2].json(), json!({"aliases": {"member": {}}}));
+
+    let template = &requests[3];
+    assert_eq!(template.path, "/_index_template/member_identity");
+    assert_eq!(
+        template.json(),
+        json!({
+            "index_patterns": ["member_identity-*"],
+            "priority": 200,
+            "template": {
+                "settings": settings,
+                "mappings": {
+                    "dynamic": "strict",
+                    "_routing": {"required": true},
+                    "properties": {
+                        "member_id": {"type": "keyword"},
+                        "generation": {"type": "long", "index": false, "doc_values": false}
+                    }
+                }
+            }
+        })
+    );
+    assert_eq!(
+        (&requests[4].method, requests[4].path.as_str()),
+        (&Method::HEAD, "/member_identity")
+    );
+    assert_eq!(requests[5].path, "/member_identity-000001");
+    assert_eq!(
+        requests[5].json(),
+        json!({"aliases": {"member_identity": {}}})
+    );
 }
 
 #[tokio::test]
 async fn setup_keeps_an_existing_index_or_alias() {
-    let fake = FakeElasticsearch::start(|r| {
-        (r.method == Method::HEAD && r.path == "/member").then_some((200, Value::Null))
-    });
+    let fake =
+        FakeElasticsearch::start(|r| (r.method == Method::HEAD).then_some((200, Value::Null)));
     connect(&fake).await;
     let requests = fake.requests();
-    assert_eq!(requests.len(), 2, "no create: {requests:#?}");
+    assert_eq!(requests.len(), 4, "no create: {requests:#?}");
     assert_eq!(requests[1].method, Method::HEAD);
+    assert_eq!(requests[3].method, Method::HEAD);
 }
 
 #[tokio::test]
 async fn setup_accepts_an_index_created_concurrently_and_reports_other_refusals() {
     let fake = FakeElasticsearch::start(|r| {
-        (r.method == Method::PUT && r.path == "/member").then(|| {
+        (r.method == Method::PUT && r.path == "/member-000001").then(|| {
             (
                 400,
                 json!({"error": {"type": "resource_already_exists_exception"}, "status": 400}),
@@ -318,35 +349,33 @@ async fn setup_accepts_an_index_created_concurrently_and_reports_other_refusals(
 #[tokio::test]
 async fn bulk_lines_carry_id_routing_and_the_external_version() {
     let fake = FakeElasticsearch::start(|r| {
-        (r.path == "/member/_bulk")
-            .then(|| {
-                // The first item is already newer in the index (409): the guard, not an error.
-                let ids: Vec<String> = r
-                    .body
-                    .lines()
-                    .step_by(2)
-                    .map(|l| {
-                        serde_json::from_str::<Value>(l).unwrap()["index"]["_id"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned()
-                    })
-                    .collect();
-                Some((
-                    200,
-                    bulk_response(vec![
-                        item(&ids[0], 409, Some("version_conflict_engine_exception")),
-                        item(&ids[1], 201, None),
-                    ]),
-                ))
-            })
-            .flatten()
+        (r.path == "/_bulk").then(|| {
+            // The first item is already newer in the index (409): the guard, not an error.
+            let ids: Vec<String> = r
+                .body
+                .lines()
+                .step_by(2)
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["index"]["_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            let mut items = vec![item(
+                &ids[0],
+                409,
+                Some("version_conflict_engine_exception"),
+            )];
+            items.extend(ids[1..].iter().map(|id| item(id, 201, None)));
+            (200, bulk_response(items))
+        })
     });
     let index = connect(&fake).await;
 
     let mobile = identity("mobile", "13800138000");
     let card = identity("elong_card", "600012345678");
-    let a = registered_with(&[(&mobile, 1), (&card, 1)]);
+    let a = registered_with(&[(&mobile, 1), (&card, 4)]);
     let b = registered_with(&[]);
     // Interleaved and out of order: only each member's highest version is sent.
     let mut batch = vec![a.records()[2].clone(), b.records()[0].clone()];
@@ -357,7 +386,7 @@ async fn bulk_lines_carry_id_routing_and_the_external_version() {
     assert_eq!(requests.len(), 1, "one bulk per batch: {requests:#?}");
     let bulk = &requests[0];
     assert_eq!(bulk.method, Method::POST);
-    assert_eq!(bulk.path, "/member/_bulk");
+    assert_eq!(bulk.path, "/_bulk");
     assert_eq!(
         bulk.query(),
         vec![("filter_path", "errors,items.*.status,items.*.error.type")]
@@ -370,33 +399,33 @@ async fn bulk_lines_carry_id_routing_and_the_external_version() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
 
+    // Member documents first (by member id), routed by member id, versioned by version...
     let mut expected = Vec::new();
     let mut docs = vec![last(&a), last(&b)];
     docs.sort_by_key(|d| d.member_id);
     for doc in docs {
         let id = doc.member_id.to_string();
         expected.push(json!({"index": {
-            "_id": id, "routing": id, "version": doc.version, "version_type": "external"
+            "_index": "member", "_id": id, "routing": id,
+            "version": doc.version, "version_type": "external"
         }}));
         expected.push(json!({
             "member_id": id,
-            "version": doc.version,
             "status": "active",
-            "identities": doc.identities.iter().map(|i| i.key.to_string()).collect::<Vec<_>>(),
             "doc": serde_json::to_value(doc).unwrap(),
         }));
     }
+    // ...then the identity entries the batch changed (in key order: kind, then value), routed
+    // by the canonical key, versioned by generation.
+    let a_id = a.records()[0].document.member_id.to_string();
+    for (key, generation) in [("mobile:+8613800138000", 1), ("elong_card:600012345678", 4)] {
+        expected.push(json!({"index": {
+            "_index": "member_identity", "_id": key, "routing": key,
+            "version": generation, "version_type": "external"
+        }}));
+        expected.push(json!({"member_id": a_id, "generation": generation}));
+    }
     assert_eq!(lines, expected);
-    // The canonical keys, as the term query will look them up.
-    let a_line = lines
-        .iter()
-        .find(|l| l["member_id"] == json!(a.records()[0].document.member_id))
-        .unwrap();
-    assert_eq!(
-        a_line["identities"],
-        json!(["mobile:+8613800138000", "elong_card:600012345678"])
-    );
-    assert_eq!(a_line["version"], json!(3));
 }
 
 #[tokio::test]
@@ -408,7 +437,7 @@ async fn an_item_error_other_than_409_fails_the_batch() {
         (503, "unavailable_shards_exception", true),
     ] {
         let fake = FakeElasticsearch::start(move |r| {
-            (r.path == "/member/_bulk").then(|| {
+            (r.path == "/_bulk").then(|| {
                 (
                     200,
                     bulk_response(vec![
@@ -448,7 +477,7 @@ async fn an_item_error_other_than_409_fails_the_batch() {
 #[tokio::test]
 async fn a_failed_bulk_request_fails_the_batch() {
     let fake = FakeElasticsearch::start(|r| {
-        (r.path == "/member/_bulk").then(|| {
+        (r.path == "/_bulk").then(|| {
             (
                 503,
                 json!({"error": {"type": "cluster_block_exception"}, "status": 503}),
@@ -526,32 +555,54 @@ async fn get_by_id_routes_by_member_id() {
     );
 }
 
-#[tokio::test]
-async fn identity_lookup_is_a_term_filter_and_keeps_the_highest_generation() {
-    let card = identity("elong_card", "600012345678");
-    // A still lists the card at generation 1 (its unbind not yet indexed); B bound it at 3.
-    let a = registered_with(&[(&card, 1)]);
-    let b = registered_with(&[(&card, 3)]);
-    let hits = json!([
-        {"_index": "member", "_id": last(&b).member_id, "_score": 0.0, "_source": {"doc": last(&b)}},
-        {"_index": "member", "_id": last(&a).member_id, "_score": 0.0, "_source": {"doc": last(&a)}},
-    ]);
-    let fake = FakeElasticsearch::start(move |r| {
-        (r.path == "/member/_search").then(|| {
-            let key = r.json()["query"]["bool"]["filter"][0]["term"]["identities"].clone();
-            let found = if key == json!("elong_card:600012345678") {
-                hits.clone()
-            } else {
-                json!([])
-            };
-            (
+/// A fake cluster whose identity index holds `entries` (key -> source) and whose member index
+/// holds `docs`.
+fn lookup_fake(
+    entries: Vec<(&'static str, Value)>,
+    docs: Vec<MemberDocument>,
+) -> FakeElasticsearch {
+    FakeElasticsearch::start(move |r| {
+        if r.path == "/member_identity/_search" {
+            let key = r.json()["query"]["bool"]["filter"][0]["ids"]["values"][0].clone();
+            let hits: Vec<Value> = entries
+                .iter()
+                .filter(|(k, _)| json!(k) == key)
+                .map(|(k, source)| json!({"_index": "member_identity-000001", "_id": k, "_score": 0.0, "_source": source}))
+                .collect();
+            return Some((
                 200,
                 json!({"took": 1, "timed_out": false,
-                       "_shards": {"total": 3, "successful": 3, "skipped": 0, "failed": 0},
-                       "hits": {"max_score": null, "hits": found}}),
-            )
+                       "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+                       "hits": {"max_score": null, "hits": hits}}),
+            ));
+        }
+        let id = r.path.strip_prefix("/member/_doc/")?;
+        let doc = docs.iter().find(|d| d.member_id.to_string() == id);
+        Some(match doc {
+            Some(doc) => (
+                200,
+                json!({"_index": "member-000001", "_id": id, "found": true, "_source": {"doc": doc}}),
+            ),
+            None => (
+                404,
+                json!({"_index": "member-000001", "_id": id, "found": false}),
+            ),
         })
-    });
+    })
+}
+
+#[tokio::test]
+async fn identity_lookup_is_a_routed_id_filter_then_a_routed_get_of_the_holder() {
+    let card = identity("elong_card", "600012345678");
+    let b = registered_with(&[(&card, 3)]);
+    let holder = last(&b).member_id;
+    let fake = lookup_fake(
+        vec![(
+            "elong_card:600012345678",
+            json!({"member_id": holder, "generation": 3}),
+        )],
+        vec![last(&b).clone()],
+    );
     let index = connect(&fake).await;
 
     assert_eq!(
@@ -562,30 +613,49 @@ async fn identity_lookup_is_a_term_filter_and_keeps_the_highest_generation() {
     assert_eq!(index.by_identity(&other.key()).await.unwrap(), None);
 
     let requests = fake.requests_after_setup();
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 3, "{requests:#?}");
     let search = &requests[0];
     assert_eq!(search.method, Method::POST);
-    assert_eq!(search.path, "/member/_search");
+    assert_eq!(search.path, "/member_identity/_search");
     assert_eq!(
         search.query(),
-        vec![("allow_partial_search_results", "false")]
+        vec![
+            ("allow_partial_search_results", "false"),
+            ("routing", "elong_card:600012345678")
+        ]
     );
     assert_eq!(
         search.json(),
         json!({
-            "size": 10,
+            "size": 1,
             "track_total_hits": false,
-            "_source": ["doc"],
-            "query": {"bool": {"filter": [{"term": {"identities": "elong_card:600012345678"}}]}}
+            "query": {"bool": {"filter": [{"ids": {"values": ["elong_card:600012345678"]}}]}}
         })
     );
+    let get = &requests[1];
+    assert_eq!(get.path, format!("/member/_doc/{holder}"));
+    assert!(get.query().contains(&("realtime", "false")));
+    assert!(get
+        .query()
+        .contains(&("routing", holder.to_string().as_str())));
+    // The unknown mobile: one search, no get.
+    assert_eq!(requests[2].path, "/member_identity/_search");
 }
 
 #[tokio::test]
-async fn an_identity_listed_by_no_returned_document_is_absent() {
-    // A hit whose document no longer lists the identity (indexed terms and document disagree)
-    // is not an answer.
+async fn a_released_entry_or_a_holder_that_released_since_is_absent() {
     let card = identity("elong_card", "600012345678");
+    // The entry is a release: nobody holds the card.
+    let fake = lookup_fake(
+        vec![("elong_card:600012345678", json!({"generation": 2}))],
+        vec![],
+    );
+    let index = connect(&fake).await;
+    assert_eq!(index.by_identity(&card.key()).await.unwrap(), None);
+    assert_eq!(fake.requests_after_setup().len(), 1, "no get for a release");
+
+    // The entry names A at generation 1, A's document released it at 2 (the entry's own
+    // release not yet visible): absent, not A's document.
     let mut h = registered_with(&[(&card, 1)]);
     h.push(
         MemberEvent::IdentityUnbound {
@@ -595,16 +665,49 @@ async fn an_identity_listed_by_no_returned_document_is_absent() {
         Some(2),
     );
     let doc = last(&h).clone();
-    let fake = FakeElasticsearch::start(move |r| {
-        (r.path == "/member/_search").then(|| {
-            (
-                200,
-                json!({"hits": {"hits": [{"_id": doc.member_id, "_source": {"doc": doc}}]}}),
-            )
-        })
-    });
+    let fake = lookup_fake(
+        vec![(
+            "elong_card:600012345678",
+            json!({"member_id": doc.member_id, "generation": 1}),
+        )],
+        vec![doc],
+    );
     let index = connect(&fake).await;
     assert_eq!(index.by_identity(&card.key()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_holder_document_behind_its_entry_is_read_once_in_real_time() {
+    let card = identity("elong_card", "600012345678");
+    // The entry says B holds the card at 3; B's refreshed document predates the bind.
+    let b = registered_with(&[(&card, 3)]);
+    let before = b.records()[0].document.clone();
+    let after = last(&b).clone();
+    let holder = after.member_id;
+    let fake = FakeElasticsearch::start(move |r| {
+        if r.path == "/member_identity/_search" {
+            return Some((
+                200,
+                json!({"hits": {"hits": [{"_id": "k", "_source": {"member_id": holder, "generation": 3}}]}}),
+            ));
+        }
+        r.path.strip_prefix("/member/_doc/")?;
+        let realtime = r.query.iter().any(|(k, v)| k == "realtime" && v == "true");
+        let doc = if realtime { &after } else { &before };
+        Some((200, json!({"found": true, "_source": {"doc": doc}})))
+    });
+    let index = connect(&fake).await;
+    assert_eq!(
+        index.by_identity(&card.key()).await.unwrap().as_ref(),
+        Some(last(&b))
+    );
+    let gets: Vec<_> = fake
+        .requests_after_setup()
+        .into_iter()
+        .filter(|r| r.method == Method::GET)
+        .collect();
+    assert_eq!(gets.len(), 2);
+    assert!(gets[1].query().contains(&("realtime", "true")));
 }
 
 #[tokio::test]
@@ -688,9 +791,10 @@ async fn one_client_per_cluster_url_with_credentials_from_the_url() {
     }
     for fake in &fakes {
         let requests = fake.requests();
-        assert_eq!(requests.len(), 3, "each cluster set up once on its own url");
+        assert_eq!(requests.len(), 6, "each cluster set up once on its own url");
         let settings = &requests[0].json()["template"]["settings"];
         assert_eq!(settings["number_of_shards"], json!(2));
+        assert_eq!(settings["number_of_replicas"], json!(0));
         assert_eq!(settings["refresh_interval"], json!("500ms"));
     }
     // member:p@ss, percent-decoded from the url, as basic authentication.

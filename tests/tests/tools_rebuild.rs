@@ -22,6 +22,8 @@ async fn wiped_stores_are_rebuilt_while_commands_flow_and_verify_finds_no_differ
     let redis_b = PrivateRedis::start();
     let (mut settings, pool, data_dir) = isolated_settings().await;
     settings.redis.b.url = redis_b.url();
+    // Wipes the embedded index's directory and checks its generations.
+    settings.search.engine = member_infra::config::SearchEngine::Tantivy;
     let mut roles = vec![Role::Relay];
     roles.extend(TARGETS.map(Role::Projector));
     let app = spawn_app_with(settings.clone(), pool.clone(), data_dir, &roles).await;

@@ -106,6 +106,7 @@ fn backend_status(state: &AppState, target: Target) -> Value {
         "breaker": backend.breaker_state().as_str(),
         "faulted": backend.faulted(),
         "available": backend.available(),
+        "recovering": backend.recovering(),
         "pinned_for": pinned_for,
     })
 }

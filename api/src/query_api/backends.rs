@@ -37,6 +37,10 @@ pub struct Backend {
     pub timeout: Duration,
     breaker: Mutex<Breaker>,
     faulted: AtomicBool,
+    /// Its breaker opened and its projection has not caught up since: no reads, not even probes.
+    recovering: AtomicBool,
+    /// Whether an opened breaker makes the backend wait for its projection (the lag is known).
+    gate_on_lag: bool,
 }
 
 impl Backend {
@@ -48,6 +52,9 @@ impl Backend {
 
     /// Whether a call may go out now (counts a half-open probe).
     pub fn try_acquire(&self) -> bool {
+        if self.recovering() {
+            return false;
+        }
         let mut breaker = self.breaker();
         let permitted = breaker.try_acquire(Instant::now());
         metrics::breaker_state(self.target, breaker.state(Instant::now()));
@@ -60,6 +67,9 @@ impl Backend {
         breaker.record(Instant::now(), success, latency);
         let after = breaker.state(Instant::now());
         metrics::breaker_state(self.target, after);
+        if after == BreakerState::Open && before != BreakerState::Open && self.gate_on_lag {
+            self.recovering.store(true, Ordering::SeqCst);
+        }
         if before != after {
             tracing::warn!(
                 backend = self.target.as_str(),
@@ -82,9 +92,14 @@ impl Backend {
         self.faulted.store(down, Ordering::SeqCst);
     }
 
-    /// Neither faulted nor open.
+    /// Waiting for its projection to catch up after its breaker opened.
+    pub fn recovering(&self) -> bool {
+        self.recovering.load(Ordering::SeqCst)
+    }
+
+    /// Neither faulted, nor open, nor waiting for its projection.
     pub fn available(&self) -> bool {
-        !self.faulted() && self.breaker_state() != BreakerState::Open
+        !self.faulted() && !self.recovering() && self.breaker_state() != BreakerState::Open
     }
 }
 
@@ -94,6 +109,8 @@ pub struct Registry {
     fills: HashMap<Target, Arc<dyn CacheFill>>,
     pins: Mutex<HashMap<ReadClass, Target>>,
     pub local: Center,
+    /// `query_api.backends.return_max_lag_records`.
+    return_max_lag: u64,
     pub status: Option<Arc<dyn StatusProvider>>,
 }
 
@@ -116,6 +133,8 @@ impl Registry {
                     timeout: Duration::from_millis(timeout_ms),
                     breaker: Mutex::new(Breaker::new(settings.breaker.policy(slow_ms), now)),
                     faulted: AtomicBool::new(false),
+                    recovering: AtomicBool::new(false),
+                    gate_on_lag: backends.status.is_some(),
                 },
             )
         };
@@ -134,7 +153,42 @@ impl Registry {
             ]),
             pins: Mutex::new(HashMap::new()),
             local,
+            return_max_lag: b.return_max_lag_records,
             status: backends.status,
+        }
+    }
+
+    /// Lets recovering backends back in once their projection is at most
+    /// `query_api.backends.return_max_lag_records` behind. A projection whose lag is unknown is
+    /// let back in too (the breaker's probe decides, as without a lag source).
+    pub async fn release_caught_up(&self) {
+        let recovering: Vec<&Backend> = self.backends.values().filter(|b| b.recovering()).collect();
+        if recovering.is_empty() {
+            return;
+        }
+        let Some(status) = &self.status else {
+            return;
+        };
+        let lags = match status.projection_lag().await {
+            Ok(lags) => lags,
+            Err(error) => {
+                tracing::warn!(%error, "projection lag unavailable; recovering backends wait");
+                return;
+            }
+        };
+        for backend in recovering {
+            let behind = lags
+                .iter()
+                .find(|l| l.target == backend.target.as_str())
+                .and_then(|l| l.records_behind);
+            if behind.is_none_or(|n| n <= self.return_max_lag) {
+                backend.recovering.store(false, Ordering::SeqCst);
+                tracing::info!(
+                    backend = backend.target.as_str(),
+                    records_behind = behind,
+                    "projection caught up; the backend gets reads again"
+                );
+            }
         }
     }
 

@@ -64,6 +64,25 @@ impl crate::http::Readiness for AppState {
             Err("every backend of the order chain is open or faulted".into())
         }
     }
+
+    /// Each backend (the three search clusters among them): available, breaker, fault flag.
+    fn backends(&self) -> Option<serde_json::Value> {
+        let registry = self.registry();
+        let backends: serde_json::Map<String, serde_json::Value> = member_projections::Target::ALL
+            .into_iter()
+            .map(|t| {
+                let b = registry.backend(t);
+                let detail = serde_json::json!({
+                    "available": b.available(),
+                    "recovering": b.recovering(),
+                    "breaker": b.breaker_state().as_str(),
+                    "faulted": b.faulted(),
+                });
+                (t.as_str().to_owned(), detail)
+            })
+            .collect();
+        Some(serde_json::Value::Object(backends))
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -136,18 +155,22 @@ impl QueryApi {
     }
 }
 
-/// Every second: refresh the breaker gauges; every ten: trim the keyed limiters.
+/// Every quarter second: let recovering backends back in once their projection caught up;
+/// every second: refresh the breaker gauges; every ten: trim the keyed limiters.
 async fn housekeeping(flow: Weak<FlowControl>, reads: Weak<ReadPath>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
         let (Some(flow), Some(reads)) = (flow.upgrade(), reads.upgrade()) else {
             return;
         };
-        reads.registry().publish_gauges();
+        reads.registry().release_caught_up().await;
         n += 1;
-        if n % 10 == 0 {
+        if n % 4 == 0 {
+            reads.registry().publish_gauges();
+        }
+        if n % 40 == 0 {
             flow.housekeeping();
         }
     }

@@ -32,7 +32,7 @@ use member_infra::kafka::offsets::{self, Offsets, RangeReader};
 use member_infra::mysql::{MysqlShards, TableSet};
 use member_infra::redis::RedisCenter;
 use member_infra::search::tantivy::{cluster_dir, NextGeneration};
-use member_infra::search::{SearchCluster, SearchIndex};
+use member_infra::search::{ElasticsearchIndex, SearchCluster, SearchIndex};
 use member_projections::projector::backoff;
 use member_projections::snapshot::snapshot_records;
 use member_projections::{MemberRecord, Sink, SinkError, Target};
@@ -152,6 +152,11 @@ enum Building {
     InPlace(Target, Arc<dyn Sink>),
     /// A new generation of an embedded index.
     Tantivy(NextGeneration),
+    /// A new generation of both Elasticsearch indices, swapped in behind the aliases.
+    Elasticsearch {
+        live: Arc<ElasticsearchIndex>,
+        next: Arc<ElasticsearchIndex>,
+    },
 }
 
 impl Building {
@@ -160,6 +165,7 @@ impl Building {
             Building::Mysql { next, .. } => next.clone(),
             Building::InPlace(_, sink) => sink.clone(),
             Building::Tantivy(next) => next.sink(),
+            Building::Elasticsearch { next, .. } => next.clone(),
         }
     }
 }
@@ -315,7 +321,20 @@ async fn prepare(
                         .await?,
                 ),
                 SearchEngine::Elasticsearch => {
-                    Building::InPlace(target, SearchIndex::open(settings, cluster).await?.sink())
+                    let SearchIndex::Elasticsearch(live) = SearchIndex::open(settings, cluster)
+                        .await
+                        .with_context(|| {
+                            format!("connecting to {target} (search.elasticsearch.*)")
+                        })?
+                    else {
+                        anyhow::bail!("{target}: search.engine is elasticsearch, the index is not");
+                    };
+                    let next = Arc::new(
+                        live.next_generation()
+                            .await
+                            .context("creating the next generation of the indices")?,
+                    );
+                    Building::Elasticsearch { live, next }
                 }
             }
         }
@@ -498,6 +517,24 @@ async fn hand_over(
             };
             tracing::info!(target = "mysql", "promoted the rebuilt table set");
             Ok((applied, group))
+        }
+        Building::Elasticsearch { live, next } => {
+            let target = live.cluster().target();
+            // One atomic alias update: reads move from the complete old pair to the caught-up
+            // new pair. The live projector writes through the alias, so from here on it writes
+            // the new pair; what it applied to the old pair since the catch-up is applied again.
+            let dropped = match live.swap_in(&next).await {
+                Ok(dropped) => dropped,
+                Err(e) => {
+                    let _ = live.abandon(&next).await;
+                    return Err(e).context("swapping the aliases to the new generation");
+                }
+            };
+            let end = offsets::end_offsets(&settings.kafka).await?;
+            let sinks: Vec<Arc<dyn Sink>> = vec![live.clone()];
+            let applied = catch_up(settings, caught_up, &end, &sinks, "hand-over").await?;
+            tracing::info!(%target, index = next.index(), ?dropped, "swapped the rebuilt indices in behind the aliases");
+            Ok((applied, None))
         }
         Building::Tantivy(mut next) => {
             let target = next.target();

@@ -27,7 +27,7 @@ use member_infra::event_store::replay;
 use member_infra::mysql::MysqlShards;
 use member_infra::redis::RedisCenter;
 use member_infra::search::tantivy::{cluster_dir, live_is_owned, TantivyIndex};
-use member_infra::search::SearchCluster;
+use member_infra::search::{ElasticsearchIndex, SearchCluster, SearchIndex};
 use member_projections::snapshot::snapshot_records;
 use member_projections::verify::{compare_documents, compare_lookup, Finding, FindingKind};
 use member_projections::{MemberDocument, MemberReader, Sink, SinkError, Target};
@@ -79,6 +79,7 @@ enum StoreKind {
     Mysql(Arc<MysqlShards>),
     Redis(Arc<RedisCenter>),
     Tantivy(Arc<TantivyIndex>),
+    Elasticsearch(Arc<ElasticsearchIndex>),
 }
 
 impl Inspected {
@@ -103,13 +104,25 @@ impl Inspected {
                 }
             }
             Target::SearchPrimary | Target::SearchBackup | Target::SearchMarketing => {
-                if settings.search.engine != SearchEngine::Tantivy {
-                    anyhow::bail!(
-                        "verify of Elasticsearch targets is not built yet (it needs a scroll of \
-                         the index); rebuild the target instead"
-                    );
-                }
                 let cluster: SearchCluster = target.as_str().parse()?;
+                if settings.search.engine == SearchEngine::Elasticsearch {
+                    let SearchIndex::Elasticsearch(index) = SearchIndex::open(settings, cluster)
+                        .await
+                        .with_context(|| {
+                            format!("connecting to {target} (search.elasticsearch.*)")
+                        })?
+                    else {
+                        anyhow::bail!("{target}: search.engine is elasticsearch, the index is not");
+                    };
+                    // Elasticsearch takes writes from any process: repair writes beside the
+                    // projector, guarded by the external versions.
+                    return Ok(Inspected {
+                        reader: index.clone(),
+                        cache: false,
+                        sink: Some(index.clone()),
+                        kind: StoreKind::Elasticsearch(index),
+                    });
+                }
                 let root = cluster_dir(&settings.data_dir, cluster);
                 let refresh = Duration::from_secs(3600);
                 let owned = live_is_owned(root.clone()).await;
@@ -133,6 +146,7 @@ impl Inspected {
             StoreKind::Mysql(s) => s.member_ids().await,
             StoreKind::Redis(c) => c.member_ids().await,
             StoreKind::Tantivy(i) => i.member_ids().await,
+            StoreKind::Elasticsearch(i) => i.member_ids().await,
         }
     }
 
@@ -141,12 +155,19 @@ impl Inspected {
             StoreKind::Mysql(s) => s.remove(members, keys).await,
             StoreKind::Redis(c) => c.remove(members, keys).await,
             StoreKind::Tantivy(i) => i.remove(members).await,
+            StoreKind::Elasticsearch(i) => i.remove(members, keys).await,
         }
     }
 
     async fn refresh(&self) {
-        if let StoreKind::Tantivy(i) = &self.kind {
-            let _ = i.refresh().await;
+        match &self.kind {
+            StoreKind::Tantivy(i) => {
+                let _ = i.refresh().await;
+            }
+            StoreKind::Elasticsearch(i) => {
+                let _ = i.refresh().await;
+            }
+            _ => {}
         }
     }
 
@@ -286,7 +307,7 @@ async fn verify_store(
         store.refresh().await;
         let after = recheck(pool, store, &persisting).await?;
         remaining = after.len() as u64;
-        repaired = persisting.len() as u64 - remaining;
+        repaired = (persisting.len() as u64).saturating_sub(remaining);
     }
     Ok(VerifyReport {
         target: options.target.as_str().to_owned(),

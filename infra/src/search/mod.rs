@@ -3,24 +3,21 @@
 //! search index.
 //!
 //! Two adapters implement the port, chosen by `search.engine`:
-//! - [`tantivy`] (the local default): an embedded index per cluster under
+//! - [`elasticsearch`] (the default, as in production): one client per cluster URL, a member
+//!   index routed by member id and an identity index keyed and routed by identity key, bulk
+//!   writes with external versioning, keyword-only fields, lookups in filter context;
+//! - [`tantivy`] (embedded, for machines without Java): an index per cluster under
 //!   `<data_dir>/search/<cluster>`, near-real-time like Elasticsearch (a write becomes visible to
-//!   readers on the next refresh, every `search.refresh_ms`);
-//! - [`elasticsearch`]: one client per cluster URL, bulk writes with external versioning and
-//!   routing by member id, keyword-only fields, term queries in filter context.
+//!   readers on the next refresh, every `search.refresh_ms`). It keeps whole documents only, no
+//!   identity index: a lookup by identity finds every document that lists the identity (held or
+//!   released) and keeps the one with the highest generation ([`MemberDocument::generation_of`]).
 //!
-//! Both keep whole documents only, no identity index: a lookup by identity finds every document
-//! that lists the identity and keeps the one holding it at the highest generation
-//! ([`MemberDocument::generation_of`]). While an identity moves between members, both documents
-//! can list it for a moment; the generation decides, and the previous holder's own unbind record
-//! (which the per-member order of the topic delivers after its bind) removes it from its document.
-//!
-//! Known gap against the port's rule (`projections::sink`): without tombstones, the store does
-//! not remember an unbind once the document that made it is replaced. If an identity moved A -> B
-//! and was then unbound by B, and the store has applied all of B's records but not yet A's unbind,
-//! a lookup returns A's stale document where the rule asks for "absent". It lasts until A's
-//! unbind is applied (the same staleness as a store that has not seen B's records at all), and
-//! the contract suite does not exercise it; ADR 0006 describes the fix if it is wanted.
+//! Known gap of the tantivy adapter against the port's rule (`projections::sink`): without an
+//! identity index, the store does not remember an unbind once the document that made it is
+//! replaced. If an identity moved A -> B and was then unbound by B, and the store has applied
+//! all of B's records but not yet A's unbind, a lookup returns A's stale document where the rule
+//! asks for "absent", until A's unbind is applied. The Elasticsearch adapter's identity index
+//! keeps the release (an entry without holder at its generation) and has no such gap.
 
 pub mod elasticsearch;
 pub mod tantivy;
@@ -173,6 +170,7 @@ impl SearchIndex {
                 let options = elasticsearch::IndexOptions {
                     index: es.index_prefix.clone(),
                     shards: es.shards,
+                    replicas: es.replicas,
                     refresh,
                 };
                 let index = ElasticsearchIndex::connect(
@@ -233,30 +231,6 @@ pub(crate) fn holder_of(
                 .then(a.member_id.cmp(&b.member_id))
         })
         .and_then(|(_, held, doc)| held.then_some(doc))
-}
-
-/// Keeps, per member, the record with the highest document version (the only one a
-/// version-guarded store would keep from the batch anyway).
-pub(crate) fn latest_per_member(
-    records: &[member_projections::MemberRecord],
-) -> Vec<&MemberDocument> {
-    let mut latest: std::collections::HashMap<uuid::Uuid, &MemberDocument> =
-        std::collections::HashMap::with_capacity(records.len());
-    for record in records {
-        let doc = &record.document;
-        latest
-            .entry(doc.member_id)
-            .and_modify(|kept| {
-                if doc.version > kept.version {
-                    *kept = doc;
-                }
-            })
-            .or_insert(doc);
-    }
-    let mut docs: Vec<&MemberDocument> = latest.into_values().collect();
-    // A stable order makes requests reproducible (and testable).
-    docs.sort_by_key(|d| d.member_id);
-    docs
 }
 
 #[cfg(test)]

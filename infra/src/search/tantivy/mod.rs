@@ -28,9 +28,13 @@
 
 pub mod generations;
 mod maintenance;
+mod open;
+use self::open::open_dir;
+mod reader;
 
 pub use self::maintenance::{live_is_owned, NextGeneration};
 mod schema;
+mod sink;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +59,7 @@ use uuid::Uuid;
 
 use self::generations::{CURRENT, NEXT, PAUSED};
 use self::schema::Fields;
-use super::{holder_of, latest_per_member, SearchCluster, SearchError};
+use super::{holder_of, SearchCluster, SearchError};
 
 /// The writer's indexing memory budget (one indexing thread): 50 MB. tantivy's minimum is 15 MB
 /// per thread.
@@ -260,82 +264,6 @@ impl Drop for TantivyIndex {
     }
 }
 
-#[derive(Debug)]
-enum OpenError {
-    Io(std::io::Error),
-    Tantivy(TantivyError),
-}
-
-impl OpenError {
-    fn into_search_error(self, target: &'static str, path: PathBuf) -> SearchError {
-        match self {
-            OpenError::Io(source) => SearchError::Io {
-                target,
-                path,
-                source,
-            },
-            OpenError::Tantivy(source) => SearchError::Tantivy {
-                target,
-                path,
-                source,
-            },
-        }
-    }
-}
-
-struct Opened {
-    fields: Fields,
-    writer: Option<Writer>,
-    searcher: IndexReader,
-}
-
-async fn open_dir(dir: PathBuf, writable: bool) -> Result<Opened, OpenError> {
-    tokio::task::spawn_blocking(move || open_blocking(&dir, writable))
-        .await
-        .unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))))
-}
-
-fn open_blocking(dir: &Path, writable: bool) -> Result<Opened, OpenError> {
-    let (schema, fields) = Fields::schema();
-    let index = if writable {
-        std::fs::create_dir_all(dir).map_err(OpenError::Io)?;
-        let directory = MmapDirectory::open(dir)
-            .map_err(|e| OpenError::Tantivy(TantivyError::OpenDirectoryError(e)))?;
-        Index::open_or_create(directory, schema).map_err(OpenError::Tantivy)?
-    } else {
-        Index::open_in_dir(dir).map_err(OpenError::Tantivy)?
-    };
-    let manual_reader = || {
-        index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(OpenError::Tantivy)
-    };
-    let writer = if writable {
-        let writer = index
-            .writer_with_options(
-                IndexWriterOptions::builder()
-                    .memory_budget_per_thread(WRITER_MEMORY_BUDGET)
-                    .num_worker_threads(1)
-                    .num_merge_threads(1)
-                    .build(),
-            )
-            .map_err(OpenError::Tantivy)?;
-        Some(Writer {
-            writer,
-            committed: manual_reader()?,
-        })
-    } else {
-        None
-    };
-    Ok(Opened {
-        fields,
-        writer,
-        searcher: manual_reader()?,
-    })
-}
-
 /// Reloads the near-real-time reader every `period`, and (for a live index) follows a rebuild's
 /// hand-over, until the index is dropped or closed (which abort this task). It holds the index
 /// only while it works on a tick, so that dropping the last handle releases the writer (and its
@@ -452,198 +380,5 @@ fn tantivy_error(target: &str, error: TantivyError) -> SinkError {
             SinkError::corrupt(target, error.to_string())
         }
         other => SinkError::unavailable(target, other),
-    }
-}
-
-#[async_trait]
-impl Sink for TantivyIndex {
-    fn target(&self) -> &str {
-        self.shared.cluster.target()
-    }
-
-    async fn close(&self) -> Result<(), SinkError> {
-        TantivyIndex::close(self).await
-    }
-
-    async fn apply(&self, records: &[MemberRecord]) -> Result<(), SinkError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let target = self.shared.cluster.target();
-        let docs: Vec<MemberDocument> = latest_per_member(records).into_iter().cloned().collect();
-        let fields = self.shared.fields;
-        let mut guard = self.shared.state.clone().lock_owned().await;
-        let (written, kept) = blocking(target, move || {
-            let state = &mut *guard;
-            let writer = state
-                .writer
-                .as_mut()
-                .ok_or_else(|| SinkError::unavailable(target, "index closed or paused for a rebuild"))?;
-            if state.bulk {
-                return bulk_blocking(writer, fields, &docs, &mut state.uncommitted).map_err(|e| {
-                    // Documents of earlier batches are not committed yet: a retry cannot bring
-                    // them back, so the load fails for good (the rebuild discards the generation).
-                    SinkError::corrupt(target, format!("bulk load failed: {e}"))
-                });
-            }
-            apply_blocking(writer, fields, &docs).map_err(|e| {
-                // Drop whatever the failed batch queued, so that a retry starts from the last
-                // commit; the records will be applied again.
-                if let Err(error) = writer.writer.rollback() {
-                    tracing::warn!(target: "member::search", cluster = target, %error, "rollback failed");
-                }
-                tantivy_error(target, e)
-            })
-        })
-        .await?;
-        tracing::debug!(
-            target: "member::search",
-            cluster = target,
-            records = records.len(),
-            written,
-            kept,
-            "batch applied"
-        );
-        Ok(())
-    }
-}
-
-/// Documents added between commits while bulk loading: rare commits keep segments few and large.
-const BULK_COMMIT_DOCS: usize = 250_000;
-
-/// Adds a batch to a generation being bulk loaded: every member comes once and the generation
-/// started empty, so there is nothing to guard against; commits every [`BULK_COMMIT_DOCS`].
-fn bulk_blocking(
-    state: &mut Writer,
-    fields: Fields,
-    docs: &[MemberDocument],
-    uncommitted: &mut usize,
-) -> Result<(usize, usize), TantivyError> {
-    for doc in docs {
-        state.writer.add_document(fields.index_document(doc))?;
-    }
-    *uncommitted += docs.len();
-    if *uncommitted >= BULK_COMMIT_DOCS {
-        state.writer.commit()?;
-        *uncommitted = 0;
-    }
-    Ok((docs.len(), 0))
-}
-
-/// Applies one batch (one document per member) under the version guard, and commits it.
-/// Returns how many documents were written and how many stored ones were already as new.
-fn apply_blocking(
-    state: &mut Writer,
-    fields: Fields,
-    docs: &[MemberDocument],
-) -> Result<(usize, usize), TantivyError> {
-    let stored = stored_versions(
-        &state.committed.searcher(),
-        fields,
-        docs.iter().map(|d| d.member_id),
-    )?;
-    let mut written = 0;
-    for doc in docs {
-        if stored
-            .get(&doc.member_id)
-            .is_some_and(|&stored| stored >= doc.version)
-        {
-            continue;
-        }
-        // Deletes apply to documents added before them, so the new document survives.
-        state.writer.delete_term(fields.member_term(doc.member_id));
-        state.writer.add_document(fields.index_document(doc))?;
-        written += 1;
-    }
-    if written > 0 {
-        state.commit()?;
-    }
-    Ok((written, docs.len() - written))
-}
-
-/// The stored version of each of `members` that has a document (its highest, should a replaced
-/// document still be alive), read from the postings of `member_id` and the `version` column.
-fn stored_versions(
-    searcher: &Searcher,
-    fields: Fields,
-    members: impl Iterator<Item = Uuid>,
-) -> Result<HashMap<Uuid, u64>, TantivyError> {
-    let mut segments = Vec::with_capacity(searcher.segment_readers().len());
-    for segment in searcher.segment_readers() {
-        segments.push((
-            segment.inverted_index(fields.member_id)?,
-            segment.fast_fields().u64(schema::VERSION)?,
-            segment.alive_bitset(),
-        ));
-    }
-    let mut versions = HashMap::new();
-    for member in members {
-        let term = fields.member_term(member);
-        for (postings, column, alive) in &segments {
-            let Some(mut docs) = postings.read_postings(&term, IndexRecordOption::Basic)? else {
-                continue;
-            };
-            let mut doc = docs.doc();
-            while doc != TERMINATED {
-                if alive.is_none_or(|a| a.is_alive(doc)) {
-                    if let Some(version) = column.first(doc) {
-                        let entry = versions.entry(member).or_insert(version);
-                        *entry = (*entry).max(version);
-                    }
-                }
-                doc = docs.advance();
-            }
-        }
-    }
-    Ok(versions)
-}
-
-/// Every live document matching `term`, in the near-real-time snapshot.
-fn find(
-    target: &str,
-    searcher: &Searcher,
-    fields: Fields,
-    term: Term,
-) -> Result<Vec<MemberDocument>, SinkError> {
-    let query = TermQuery::new(term, IndexRecordOption::Basic);
-    let hits = searcher
-        .search(&query, &DocSetCollector)
-        .map_err(|e| tantivy_error(target, e))?;
-    hits.into_iter()
-        .map(|address| {
-            let stored: TantivyDocument = searcher
-                .doc(address)
-                .map_err(|e| tantivy_error(target, e))?;
-            fields
-                .member_document(&stored)
-                .map_err(|reason| SinkError::corrupt(target, reason))
-        })
-        .collect()
-}
-
-#[async_trait]
-impl MemberReader for TantivyIndex {
-    fn target(&self) -> &str {
-        self.shared.cluster.target()
-    }
-
-    async fn by_id(&self, member_id: Uuid) -> Result<Option<MemberDocument>, SinkError> {
-        let target = self.shared.cluster.target();
-        let searcher = self.searcher();
-        let fields = self.shared.fields;
-        let docs = blocking(target, move || {
-            find(target, &searcher, fields, fields.member_term(member_id))
-        })
-        .await?;
-        Ok(docs.into_iter().max_by_key(|d| d.version))
-    }
-
-    async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError> {
-        let target = self.shared.cluster.target();
-        let searcher = self.searcher();
-        let fields = self.shared.fields;
-        let term = fields.identity_term(key);
-        let docs = blocking(target, move || find(target, &searcher, fields, term)).await?;
-        Ok(holder_of(key, docs))
     }
 }
