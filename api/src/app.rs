@@ -89,7 +89,16 @@ impl App {
 
         let command_api = match (roles.contains(&Role::CommandApi), &pool) {
             (true, Some(pool)) => {
-                Some(CommandApi::build(pool.clone(), &settings.command_api).await?)
+                let listen = settings.command_api.listen;
+                if let Some(warning) =
+                    crate::access::callers::default_keys_warning(settings, "command api", listen)
+                {
+                    tracing::warn!("{warning}");
+                }
+                Some(
+                    CommandApi::build(pool.clone(), &settings.command_api, &settings.callers)
+                        .await?,
+                )
             }
             _ => None,
         };

@@ -1,6 +1,7 @@
 //! The `member` binary's library: HTTP servers, process wiring and the operator CLI.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod app;
 pub mod cli;
 pub mod command_api;
