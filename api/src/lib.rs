@@ -8,5 +8,6 @@ pub mod command_api;
 pub mod http;
 pub mod query_api;
 pub mod run;
+pub mod server;
 pub mod telemetry;
 pub mod tools;

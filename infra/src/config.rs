@@ -171,6 +171,9 @@ pub struct CommandApiSettings {
     /// and how many may come at once above that. Each caller also has its own write quota.
     pub write_rate_per_second: u32,
     pub write_burst: u32,
+    /// A client that has not sent a whole request head after this long is disconnected (slow
+    /// clients hold connections open otherwise).
+    pub header_read_timeout_ms: u64,
 }
 
 /// `[query_api]`: the read side (see docs/decisions/0007-query-path.md).
@@ -178,6 +181,8 @@ pub struct CommandApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct QueryApiSettings {
     pub listen: SocketAddr,
+    /// As `command_api.header_read_timeout_ms`.
+    pub header_read_timeout_ms: u64,
     pub backends: QueryBackendSettings,
     pub breaker: BreakerSettings,
     pub flow: FlowSettings,
@@ -495,6 +500,20 @@ impl Settings {
                 "command_api.write_rate_per_second",
                 "must be at least 1",
             ));
+        }
+        for (key, ms) in [
+            (
+                "command_api.header_read_timeout_ms",
+                self.command_api.header_read_timeout_ms,
+            ),
+            (
+                "query_api.header_read_timeout_ms",
+                self.query_api.header_read_timeout_ms,
+            ),
+        ] {
+            if ms == 0 || ms > 600_000 {
+                return Err(invalid(key, "must be between 1 and 600000"));
+            }
         }
         if self.command_api.write_burst == 0 {
             return Err(invalid("command_api.write_burst", "must be at least 1"));

@@ -40,6 +40,7 @@ pub fn command_api_settings() -> CommandApiSettings {
         append_writers: 4,
         write_rate_per_second: 100_000,
         write_burst: 100_000,
+        header_read_timeout_ms: 10_000,
     }
 }
 

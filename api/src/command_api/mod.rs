@@ -76,6 +76,7 @@ pub struct CommandApi {
     listener: TcpListener,
     router: Router,
     idempotency: IdempotencyStore,
+    header_read_timeout: Duration,
 }
 
 /// How long an idempotency key answers retries. Clients retry within seconds or minutes; a day
@@ -114,6 +115,7 @@ impl CommandApi {
             listener,
             router: router(state),
             idempotency,
+            header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         })
     }
 
@@ -142,10 +144,14 @@ impl CommandApi {
                 }
             }
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving the command api");
+        let served = crate::server::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            shutdown,
+        )
+        .await
+        .context("serving the command api");
         expiry.abort();
         served
     }

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
 pub struct QueryApi {
     listener: TcpListener,
     state: AppState,
+    header_read_timeout: Duration,
 }
 
 impl QueryApi {
@@ -111,7 +112,11 @@ impl QueryApi {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the query api to {listen}"))?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            header_read_timeout: Duration::from_millis(q.header_read_timeout_ms),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -130,10 +135,14 @@ impl QueryApi {
             Arc::downgrade(&self.state.flow),
             Arc::downgrade(&self.state.reads),
         ));
-        let served = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving the query api");
+        let served = crate::server::serve(
+            self.listener,
+            router(self.state),
+            self.header_read_timeout,
+            shutdown,
+        )
+        .await
+        .context("serving the query api");
         housekeeping.abort();
         served
     }
