@@ -50,10 +50,7 @@ fn without_values(e: &serde_json::Error) -> String {
     for prefix in ["invalid type: ", "invalid value: ", "invalid length: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let what = rest.split([' ', ',']).next().unwrap_or("value");
-            let expected = rest
-                .find(", expected")
-                .map(|at| &rest[at..])
-                .unwrap_or("");
+            let expected = rest.find(", expected").map(|at| &rest[at..]).unwrap_or("");
             return format!("{prefix}{what}{expected}");
         }
     }
@@ -122,7 +119,10 @@ mod tests {
         let m = message(serde_json::json!({"value": 13800138000u64}));
         assert_eq!(m, "invalid type: integer, expected a string");
         let m = message(serde_json::json!({"value": "x", "n": 13800138000u64}));
-        assert!(!m.contains("13800138000") && m.starts_with("invalid value"), "{m}");
+        assert!(
+            !m.contains("13800138000") && m.starts_with("invalid value"),
+            "{m}"
+        );
         let m = message(serde_json::json!({"value": ["+8613800138000"]}));
         assert!(!m.contains("138"), "{m}");
         let m = message(serde_json::json!({}));
