@@ -167,6 +167,24 @@ async fn slow_and_many(addr: SocketAddr) {
             "an idle connection was closed: {read:?}"
         );
     }
+    // A kept-alive connection that goes quiet after a request is closed as well.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let read = tokio::time::timeout(3 * HEADER_TIMEOUT, async {
+        loop {
+            match kept.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "an idle kept-alive connection stays open");
     let r = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .unwrap();
