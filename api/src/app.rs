@@ -89,7 +89,16 @@ impl App {
 
         let command_api = match (roles.contains(&Role::CommandApi), &pool) {
             (true, Some(pool)) => {
-                Some(CommandApi::build(pool.clone(), &settings.command_api).await?)
+                let listen = settings.command_api.listen;
+                if let Some(warning) =
+                    crate::access::callers::default_keys_warning(settings, "command api", listen)
+                {
+                    tracing::warn!("{warning}");
+                }
+                Some(
+                    CommandApi::build(pool.clone(), &settings.command_api, &settings.callers)
+                        .await?,
+                )
             }
             _ => None,
         };
@@ -199,7 +208,9 @@ impl App {
 /// default keys are used on an address other than loopback. (The owner wires the real adapters:
 /// Redis centers, search clusters, MySQL shards.)
 async fn query_api(settings: &Settings, backends: QueryBackends) -> anyhow::Result<QueryApi> {
-    if let Some(warning) = crate::query_api::auth::default_keys_warning(&settings.query_api) {
+    if let Some(warning) =
+        crate::access::callers::default_keys_warning(settings, "query api", settings.query_api.listen)
+    {
         tracing::warn!("{warning}");
     }
     QueryApi::build(backends, settings, settings.query_api.listen).await

@@ -33,7 +33,7 @@ function setup(thread)
   threads = threads + 1
   thread:set("tid", threads)
 end
-local headers = {["Content-Type"] = "application/json"}
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer local-writer-key"}
 local registered, named, queue, number_of = 0, 0, {}, {}
 local function value(kind, n)
   local t = tonumber(tid)

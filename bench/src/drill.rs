@@ -36,6 +36,7 @@ struct Written {
 async fn register(client: &reqwest::Client, url: &str, card: &str) -> anyhow::Result<u64> {
     let r = client
         .post(url)
+        .bearer_auth("local-writer-key")
         .json(&json!({"identities": [{"kind": "elong_card", "value": card}]}))
         .send()
         .await?;

@@ -93,6 +93,7 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
         commands.push(tokio::spawn(async move {
             let r = client
                 .post(url)
+                .bearer_auth("local-writer-key")
                 .json(&json!({"identities": [{"kind": "elong_card", "value": card}]}))
                 .send()
                 .await

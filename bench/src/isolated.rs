@@ -84,29 +84,55 @@ impl Isolated {
             "[search.elasticsearch]\nindex_prefix = \"member_b_{}\"",
             tag.to_lowercase()
         )?;
-        writeln!(toml, "[command_api]\nlisten = \"{command}\"")?;
+        // The shipped quotas (5,000 reads/s per caller, 20,000/s in all; 10,000 writes/s for the
+        // writer, 20,000/s in all) would cap the measurement itself: the benchmark measures
+        // capacity, so its callers get quotas it cannot reach.
+        writeln!(
+            toml,
+            "[command_api]\nlisten = \"{command}\"\n\
+             write_rate_per_second = 10000000\nwrite_burst = 10000000"
+        )?;
         writeln!(toml, "[query_api]\nlisten = \"{query}\"")?;
         // Benchmarks start several relay and projector processes: any free port each.
         writeln!(
             toml,
             "[telemetry]\nrelay_listen = \"127.0.0.1:0\"\nprojector_listen = \"127.0.0.1:0\""
         )?;
-        // The shipped quotas (5,000/s per caller, 20,000/s in all) would cap the measurement
-        // itself: the benchmark measures capacity, so its callers get quotas it cannot reach.
-        for (name, key, class) in [
-            ("bench-order", "local-order-key", "order"),
-            ("bench-marketing", "local-marketing-key", "marketing"),
-        ] {
-            writeln!(
-                toml,
-                "[[query_api.callers]]\nname = {name:?}\nkey = {key:?}\nclass = {class:?}\n\
-                 rate_per_second = 10000000\nburst = 10000000"
-            )?;
-        }
         writeln!(
             toml,
             "[query_api.flow]\nglobal_rate_per_second = 10000000\nglobal_burst = 10000000"
         )?;
+        for (name, key, scopes, class) in [
+            ("bench-writer", "local-writer-key", "[\"write\"]", None),
+            (
+                "bench-order",
+                "local-order-key",
+                "[\"read\"]",
+                Some("order"),
+            ),
+            (
+                "bench-marketing",
+                "local-marketing-key",
+                "[\"read\"]",
+                Some("marketing"),
+            ),
+            (
+                "bench-admin",
+                "local-admin-key",
+                "[\"admin\", \"erase\"]",
+                None,
+            ),
+        ] {
+            writeln!(
+                toml,
+                "[[callers]]\nname = {name:?}\nkey = {key:?}\nscopes = {scopes}\n\
+                 rate_per_second = 10000000\nburst = 10000000\n\
+                 write_rate_per_second = 10000000\nwrite_burst = 10000000"
+            )?;
+            if let Some(class) = class {
+                writeln!(toml, "class = {class:?}")?;
+            }
+        }
         std::fs::write(&config_file, toml).context("writing the benchmark configuration")?;
         let settings = Settings::load_from(
             Some(config_file.to_str().context("utf-8 path")?),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use member_projections::breaker::BreakerPolicy;
 use member_projections::routing::ReadClass;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The defaults, as shipped in `config/default.toml`.
@@ -27,16 +28,18 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub projector: ProjectorSettings,
     pub telemetry: TelemetrySettings,
+    /// `[[callers]]`: who may call the command and query APIs (docs/access.md).
+    pub callers: Vec<CallerSettings>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
     pub url: String,
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlSettings {
     pub url: String,
@@ -62,10 +65,54 @@ pub enum RedisCenter {
     B,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisCenterSettings {
     pub url: String,
+}
+
+// Connection URLs may carry passwords: `Debug` shows them without.
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MysqlSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlSettings")
+            .field("url", &redact_url(&self.url))
+            .field("logical_shards", &self.logical_shards)
+            .field("databases", &self.databases)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisCenterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCenterSettings")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/...` as `scheme://user:***@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// `[kafka]`: the brokers, the topic and the settings it is created with, the consumers'
@@ -208,6 +255,13 @@ pub struct CommandApiSettings {
     /// How many group-commit statements the command path has in flight at once; appends that
     /// arrive meanwhile share the next one (infra/src/event_store/group_commit.rs).
     pub append_writers: usize,
+    /// The global write budget (all callers), which protects the event store: writes per second,
+    /// and how many may come at once above that. Each caller also has its own write quota.
+    pub write_rate_per_second: u32,
+    pub write_burst: u32,
+    /// A client that has not sent a whole request head after this long is disconnected (slow
+    /// clients hold connections open otherwise).
+    pub header_read_timeout_ms: u64,
 }
 
 /// `[query_api]`: the read side (see docs/decisions/0007-query-path.md).
@@ -215,10 +269,8 @@ pub struct CommandApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct QueryApiSettings {
     pub listen: SocketAddr,
-    /// Bearer key of the admin endpoints (`/admin/*`).
-    pub admin_key: String,
-    /// The callers: each key is one caller with its class and quota.
-    pub callers: Vec<CallerSettings>,
+    /// As `command_api.header_read_timeout_ms`.
+    pub header_read_timeout_ms: u64,
     pub backends: QueryBackendSettings,
     pub breaker: BreakerSettings,
     pub flow: FlowSettings,
@@ -226,29 +278,86 @@ pub struct QueryApiSettings {
 }
 
 /// The API keys shipped in `config/default.toml`, for local use only.
-pub const DEFAULT_QUERY_KEYS: [&str; 3] =
-    ["local-order-key", "local-marketing-key", "local-admin-key"];
+pub const DEFAULT_KEYS: [&str; 4] = [
+    "local-writer-key",
+    "local-order-key",
+    "local-marketing-key",
+    "local-admin-key",
+];
 
-impl QueryApiSettings {
-    /// The default (published) keys still configured, if any.
+impl Settings {
+    /// The names of the callers that still hold a default (published) key.
     pub fn default_keys_in_use(&self) -> Vec<&str> {
-        std::iter::once(self.admin_key.as_str())
-            .chain(self.callers.iter().map(|c| c.key.as_str()))
-            .filter(|k| DEFAULT_QUERY_KEYS.contains(k))
+        self.callers
+            .iter()
+            .filter(|c| DEFAULT_KEYS.contains(&c.key.expose_secret()))
+            .map(|c| c.name.as_str())
             .collect()
     }
 }
 
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The query API's reads (with the caller's read class).
+    Read,
+    /// The command API's writes.
+    Write,
+    /// `/admin/*`, the console and a member's history.
+    Admin,
+    /// A member's erasure.
+    Erase,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+            Scope::Erase => "erase",
+        }
+    }
+}
+
+/// One caller of the APIs: its bearer key (a secret: never in `Debug`, logs or errors), what it
+/// may do, and its quotas.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerSettings {
     pub name: String,
-    pub key: String,
-    pub class: ReadClass,
-    /// Sustained requests per second allowed to this caller.
+    pub key: SecretString,
+    pub scopes: Vec<Scope>,
+    /// The read class of a caller with scope `read`.
+    #[serde(default)]
+    pub class: Option<ReadClass>,
+    /// Sustained reads per second allowed to this caller.
+    #[serde(default = "default_rate")]
     pub rate_per_second: u32,
-    /// Requests allowed at once above the sustained rate.
+    /// Reads allowed at once above the sustained rate.
+    #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Sustained writes per second allowed to this caller.
+    #[serde(default = "default_rate")]
+    pub write_rate_per_second: u32,
+    /// Writes allowed at once above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub write_burst: u32,
+}
+
+fn default_rate() -> u32 {
+    1000
+}
+
+fn default_burst() -> u32 {
+    2000
+}
+
+impl CallerSettings {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
 }
 
 /// Per-backend timeouts, and the latency at which a call counts as slow for its breaker.
@@ -468,6 +577,30 @@ impl Settings {
         if self.search.elasticsearch.shards == 0 {
             return Err(invalid("search.elasticsearch.shards", "must be at least 1"));
         }
+        if self.command_api.write_rate_per_second == 0 {
+            return Err(invalid(
+                "command_api.write_rate_per_second",
+                "must be at least 1",
+            ));
+        }
+        for (key, ms) in [
+            (
+                "command_api.header_read_timeout_ms",
+                self.command_api.header_read_timeout_ms,
+            ),
+            (
+                "query_api.header_read_timeout_ms",
+                self.query_api.header_read_timeout_ms,
+            ),
+        ] {
+            if ms == 0 || ms > 600_000 {
+                return Err(invalid(key, "must be between 1 and 600000"));
+            }
+        }
+        if self.command_api.write_burst == 0 {
+            return Err(invalid("command_api.write_burst", "must be at least 1"));
+        }
+        validate_callers(&self.callers)?;
         self.query_api.validate()
     }
 }
@@ -494,49 +627,6 @@ impl QueryApiSettings {
                 Ok(())
             }
         };
-        if self.admin_key.len() < 8 {
-            return Err(invalid(
-                "query_api.admin_key",
-                "must be at least 8 characters",
-            ));
-        }
-        if self.callers.is_empty() {
-            return Err(invalid(
-                "query_api.callers",
-                "configure at least one caller",
-            ));
-        }
-        let mut names = std::collections::HashSet::new();
-        let mut keys = std::collections::HashSet::from([self.admin_key.as_str()]);
-        for (i, c) in self.callers.iter().enumerate() {
-            let which = format!("caller #{} ({:?})", i + 1, c.name);
-            if c.name.is_empty() || !names.insert(c.name.as_str()) {
-                return Err(invalid(
-                    "query_api.callers.name",
-                    format!("{which}: names must be non-empty and unique"),
-                ));
-            }
-            if c.key.len() < 8 || !keys.insert(c.key.as_str()) {
-                return Err(invalid(
-                    "query_api.callers.key",
-                    format!(
-                        "{which}: keys must be at least 8 characters and unique (also unlike the admin key)"
-                    ),
-                ));
-            }
-            if c.rate_per_second == 0 {
-                return Err(invalid(
-                    "query_api.callers.rate_per_second",
-                    format!("{which}: must be at least 1"),
-                ));
-            }
-            if c.burst == 0 {
-                return Err(invalid(
-                    "query_api.callers.burst",
-                    format!("{which}: must be at least 1"),
-                ));
-            }
-        }
         let b = &self.backends;
         positive("query_api.backends.redis_timeout_ms", b.redis_timeout_ms)?;
         positive("query_api.backends.redis_slow_ms", b.redis_slow_ms)?;
@@ -577,6 +667,67 @@ impl QueryApiSettings {
         )?;
         Ok(())
     }
+}
+
+/// Names non-empty and unique, keys long enough and unique (never named in the error), at least
+/// one scope, a read class for readers, quotas of at least 1.
+fn validate_callers(callers: &[CallerSettings]) -> Result<(), ConfigError> {
+    fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        }
+    }
+    if callers.is_empty() {
+        return Err(invalid("callers", "configure at least one caller"));
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::new();
+    for (i, c) in callers.iter().enumerate() {
+        let which = format!("caller #{} ({:?})", i + 1, c.name);
+        if c.name.is_empty() || !names.insert(c.name.as_str()) {
+            return Err(invalid(
+                "callers.name",
+                format!("{which}: names must be non-empty and unique"),
+            ));
+        }
+        let key = c.key.expose_secret();
+        if key.len() < 8 || !keys.insert(key) {
+            return Err(invalid(
+                "callers.key",
+                format!("{which}: keys must be at least 8 characters and unique"),
+            ));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "callers.key",
+                format!("{which}: keys are visible ascii characters"),
+            ));
+        }
+        if c.scopes.is_empty() {
+            return Err(invalid(
+                "callers.scopes",
+                format!("{which}: name at least one of read, write, admin, erase"),
+            ));
+        }
+        if c.has(Scope::Read) && c.class.is_none() {
+            return Err(invalid(
+                "callers.class",
+                format!("{which}: a caller with scope read needs a class (order or marketing)"),
+            ));
+        }
+        for (key, value) in [
+            ("callers.rate_per_second", c.rate_per_second),
+            ("callers.burst", c.burst),
+            ("callers.write_rate_per_second", c.write_rate_per_second),
+            ("callers.write_burst", c.write_burst),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, format!("{which}: must be at least 1")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A plain SQL identifier: safe to interpolate into DDL (database and table names).
@@ -750,15 +901,48 @@ mod tests {
     }
 
     #[test]
-    fn query_api_defaults_ship_the_contract_keys() {
+    fn defaults_ship_the_contract_keys() {
         let s = Settings::load_from(None, env(&[])).unwrap();
-        let q = &s.query_api;
-        assert_eq!(q.admin_key, "local-admin-key");
-        let by_key = |k: &str| q.callers.iter().find(|c| c.key == k).unwrap().class;
-        assert_eq!(by_key("local-order-key"), ReadClass::Order);
-        assert_eq!(by_key("local-marketing-key"), ReadClass::Marketing);
-        assert_eq!(q.default_keys_in_use().len(), 3);
-        assert!(q.flow.marketing_share < 1.0);
+        let by_key = |k: &str| {
+            s.callers
+                .iter()
+                .find(|c| c.key.expose_secret() == k)
+                .unwrap()
+        };
+        assert_eq!(by_key("local-writer-key").scopes, vec![Scope::Write]);
+        let order = by_key("local-order-key");
+        assert_eq!(
+            (order.scopes.as_slice(), order.class),
+            (&[Scope::Read][..], Some(ReadClass::Order))
+        );
+        let marketing = by_key("local-marketing-key");
+        assert_eq!(marketing.class, Some(ReadClass::Marketing));
+        assert_eq!(marketing.scopes, vec![Scope::Read]);
+        assert_eq!(
+            by_key("local-admin-key").scopes,
+            vec![Scope::Admin, Scope::Erase]
+        );
+        assert_eq!(s.default_keys_in_use().len(), 4);
+        assert!(s.query_api.flow.marketing_share < 1.0);
+    }
+
+    #[test]
+    fn debug_never_shows_keys_or_passwords() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let debug = format!("{s:?}");
+        for key in DEFAULT_KEYS {
+            assert!(!debug.contains(key), "{key} in Debug");
+        }
+        assert!(!debug.contains("member:member@"), "a password in Debug");
+        assert!(debug.contains("local-writer"), "caller names stay visible");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]
@@ -774,13 +958,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("query_api.breaker.min_calls"), "{err}");
-        let err = Settings::load_from(
-            None,
-            env(&[("MEMBER__QUERY_API__ADMIN_KEY", "local-order-key")]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("query_api.callers.key"), "{err}");
     }
 
     #[test]
@@ -790,26 +967,52 @@ mod tests {
         let file = dir.join("callers.toml");
         std::fs::write(
             &file,
-            "[query_api]\nadmin_key = \"a-long-admin-secret\"\n\
-             [[query_api.callers]]\nname = \"hotel\"\nkey = \"hotel-secret-key\"\n\
-             class = \"order\"\nrate_per_second = 10\nburst = 20\n",
+            "[[callers]]\nname = \"hotel\"\nkey = \"hotel-secret-key\"\n\
+             scopes = [\"read\"]\nclass = \"order\"\nrate_per_second = 10\nburst = 20\n",
         )
         .unwrap();
         let s = Settings::load_from(Some(file.to_str().unwrap()), env(&[])).unwrap();
-        assert_eq!(s.query_api.callers.len(), 1, "{:?}", s.query_api.callers);
-        assert_eq!(s.query_api.callers[0].name, "hotel");
-        assert!(s.query_api.default_keys_in_use().is_empty());
+        assert_eq!(s.callers.len(), 1, "{:?}", s.callers);
+        assert_eq!(s.callers[0].name, "hotel");
+        assert!(s.default_keys_in_use().is_empty());
 
-        std::fs::write(
-            &file,
-            "[[query_api.callers]]\nname = \"x\"\nkey = \"x-secret-key\"\n\
-             class = \"vip\"\nrate_per_second = 10\nburst = 20\n",
-        )
-        .unwrap();
-        let err = Settings::load_from(Some(file.to_str().unwrap()), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let refused = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            Settings::load_from(Some(file.to_str().unwrap()), env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(
+            "[[callers]]\nname = \"x\"\nkey = \"x-secret-key\"\nscopes = [\"read\"]\n\
+             class = \"vip\"\n",
+        );
         assert!(err.contains("vip") || err.contains("class"), "{err}");
+        let err =
+            refused("[[callers]]\nname = \"x\"\nkey = \"x-secret-key\"\nscopes = [\"read\"]\n");
+        assert!(err.contains("callers.class"), "{err}");
+        let err =
+            refused("[[callers]]\nname = \"x\"\nkey = \"x-secret-key\"\nscopes = [\"root\"]\n");
+        assert!(err.contains("root"), "{err}");
+        let err = refused("[[callers]]\nname = \"x\"\nkey = \"x-secret-key\"\nscopes = []\n");
+        assert!(err.contains("callers.scopes"), "{err}");
+        let err = refused(
+            "[[callers]]\nname = \"x\"\nkey = \"same-secret-key\"\nscopes = [\"write\"]\n\
+             [[callers]]\nname = \"y\"\nkey = \"same-secret-key\"\nscopes = [\"admin\"]\n",
+        );
+        assert!(err.contains("callers.key"), "{err}");
+        assert!(
+            !err.contains("same-secret-key"),
+            "the error names the key: {err}"
+        );
+        let err = refused("[[callers]]\nname = \"x\"\nkey = \"short\"\nscopes = [\"write\"]\n");
+        assert!(
+            err.contains("callers.key") && !err.contains("short\""),
+            "{err}"
+        );
+        let err = refused(
+            "[[callers]]\nname = \"x\"\nkey = \"x-secret-key\"\nscopes = [\"write\"]\nwrite_burst = 0\n",
+        );
+        assert!(err.contains("callers.write_burst"), "{err}");
     }
 
     #[test]

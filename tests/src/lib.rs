@@ -20,6 +20,26 @@ pub mod tools;
 pub use eventually::eventually;
 pub use spawn::{spawn_command_api, TestApp};
 
+/// The key of the shipped writer (scope `write`): every command API call sends it.
+pub const WRITER_KEY: &str = "local-writer-key";
+/// The key of the shipped admin (scopes `admin`, `erase`).
+pub const ADMIN_KEY: &str = "local-admin-key";
+
+/// An HTTP client that sends `Authorization: Bearer local-writer-key` on every request, as the
+/// command API requires; a request that sets its own `Authorization` (a query API key) sends that
+/// one instead.
+pub fn writer_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer local-writer-key"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an http client")
+}
+
 /// The settings of the local stack (config/default.toml plus MEMBER__* overrides).
 pub fn settings() -> member_infra::config::Settings {
     member_infra::config::Settings::load().expect("configuration loads")

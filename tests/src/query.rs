@@ -244,7 +244,7 @@ pub fn query_settings() -> Settings {
     q.flow.hotspot_burst = 100_000;
     q.flow.global_rate_per_second = 100_000;
     q.flow.global_burst = 100_000;
-    for c in &mut q.callers {
+    for c in &mut s.callers {
         c.rate_per_second = 100_000;
         c.burst = 100_000;
     }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use member_api::command_api::CommandApi;
+use member_infra::config::{CallerSettings, CommandApiSettings};
 use sqlx::PgPool;
 
 use crate::server::Running;
@@ -29,15 +30,41 @@ pub async fn spawn_command_api() -> TestApp {
     spawn_command_api_on(pool).await
 }
 
-pub async fn spawn_command_api_on(pool: PgPool) -> TestApp {
-    // As shipped: the member cache on, so every command test also runs through it.
-    let settings = member_infra::config::CommandApiSettings {
+/// The command API's settings the tests use: as shipped (the member cache on, so every command
+/// test also runs through it), on port 0, with a write budget no test reaches by accident.
+pub fn command_api_settings() -> CommandApiSettings {
+    CommandApiSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         member_cache_capacity: 10_000,
         member_cache_idle_seconds: 300,
         append_writers: 4,
-    };
-    let api = CommandApi::build(pool.clone(), &settings)
+        write_rate_per_second: 100_000,
+        write_burst: 100_000,
+        header_read_timeout_ms: 10_000,
+    }
+}
+
+/// The shipped callers, with write quotas no test reaches by accident.
+pub fn test_callers() -> Vec<CallerSettings> {
+    let mut callers = crate::settings().callers;
+    for c in &mut callers {
+        c.write_rate_per_second = 100_000;
+        c.write_burst = 100_000;
+    }
+    callers
+}
+
+pub async fn spawn_command_api_on(pool: PgPool) -> TestApp {
+    spawn_command_api_with(pool, command_api_settings(), test_callers()).await
+}
+
+/// The command API with the given settings and callers (quota tests).
+pub async fn spawn_command_api_with(
+    pool: PgPool,
+    settings: CommandApiSettings,
+    callers: Vec<CallerSettings>,
+) -> TestApp {
+    let api = CommandApi::build(pool.clone(), &settings, &callers)
         .await
         .expect("command api binds");
     let addr = api.local_addr();

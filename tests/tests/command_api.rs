@@ -37,7 +37,7 @@ fn member_id(body: &Value) -> String {
 #[tokio::test]
 async fn register_bind_and_unbind_follow_the_contract() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
 
     let (status, body) = register(
         &app,
@@ -131,7 +131,7 @@ async fn register_bind_and_unbind_follow_the_contract() {
 #[tokio::test]
 async fn an_identity_is_bound_to_one_member_whatever_the_concurrency() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let mut members = Vec::new();
     for i in 0..64 {
         let (status, body) = register(
@@ -195,7 +195,7 @@ async fn an_identity_is_bound_to_one_member_whatever_the_concurrency() {
 #[tokio::test]
 async fn a_mobile_registered_64_times_at_once_makes_one_member() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let outcomes = join_all((0..64).map(|i| {
         // Spelled two ways: both normalize to the same identity.
         let value = if i % 2 == 0 {
@@ -228,7 +228,7 @@ async fn a_mobile_registered_64_times_at_once_makes_one_member() {
 #[tokio::test]
 async fn another_users_wechat_is_never_bound_and_nothing_is_appended() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     // B owns the WeChat user UNIONID (through one of its openids).
     let (status, b) = register(&app, &client, json!([
         {"kind": "mobile", "value": "13900139000"},
@@ -308,7 +308,7 @@ async fn another_users_wechat_is_never_bound_and_nothing_is_appended() {
 #[tokio::test]
 async fn a_retry_with_the_same_idempotency_key_returns_the_first_response() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let send = |key: &'static str, body: Value| {
         client
             .post(app.url("/v1/members"))
@@ -376,7 +376,7 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_first_response() {
 #[tokio::test]
 async fn hostile_and_malformed_input_gets_a_4xx_and_changes_nothing() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let (_, member) = register(
         &app,
         &client,
@@ -471,7 +471,7 @@ async fn hostile_and_malformed_input_gets_a_4xx_and_changes_nothing() {
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let r = client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = client.get(app.url("/readyz")).send().await.unwrap();
@@ -501,7 +501,7 @@ async fn health_readiness_and_metrics_answer() {
 #[tokio::test]
 async fn shutdown_finishes_the_commands_in_flight() {
     let app = spawn_command_api().await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let (_, member) = register(
         &app,
         &client,

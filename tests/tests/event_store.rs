@@ -41,6 +41,19 @@ async fn sql_and_rust_agree_on_identity_keys() {
             .await
             .unwrap();
         assert_eq!(sql, identity.key().to_string());
+        // The opaque reference the trigger raises instead of the key (migration 0006).
+        let reference: String =
+            sqlx::query_scalar("SELECT member_identity_ref(member_identity_key($1::jsonb))")
+                .bind(&json)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            reference,
+            member_infra::event_store::commands::identity_reference(&sql)
+        );
+        assert_eq!(reference.len(), 16);
+        assert!(!reference.contains(identity.value()));
     }
 }
 

@@ -9,7 +9,7 @@ use member_domain::IdentityKey;
 use member_projections::Target;
 use member_tests::app::{spawn_app, wait_converged};
 use member_tests::sink_contract::Ids;
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +17,7 @@ async fn a_command_becomes_visible_in_all_six_stores_and_an_unbind_leaves_every_
     let mut roles = vec![Role::CommandApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = spawn_app(&roles).await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let ids = Ids::fresh();
 
     let r = client

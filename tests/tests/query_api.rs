@@ -12,6 +12,7 @@ use member_tests::query::{
 use rand::Rng;
 use reqwest::header::HeaderMap;
 use reqwest::{Client, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -286,13 +287,19 @@ async fn marketing_callers_see_masked_mobiles() {
 }
 
 #[tokio::test]
-async fn keys_are_required_and_admin_endpoints_need_the_admin_key() {
+async fn keys_are_required_and_each_endpoint_needs_its_scope() {
     let app = spawn_query_api().await;
     let id = Uuid::now_v7();
-    for key in [None, Some("wrong-key"), Some(ADMIN)] {
+    for key in [None, Some("wrong-key")] {
         let r = get(&app, key, &format!("/v1/members/{id}")).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{key:?}");
         assert_eq!(r.body["error"], "unauthorized");
+    }
+    // Known keys without scope `read`.
+    for key in [ADMIN, member_tests::WRITER_KEY] {
+        let r = get(&app, Some(key), &format!("/v1/members/{id}")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{key:?}");
+        assert_eq!(r.body["error"], "forbidden");
     }
     let r = Client::new()
         .get(app.url(&format!("/v1/members/{id}")))
@@ -301,9 +308,15 @@ async fn keys_are_required_and_admin_endpoints_need_the_admin_key() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    for key in [None, Some(ORDER), Some(MARKETING), Some("x")] {
+    for key in [None, Some("x")] {
         let r = get(&app, key, "/admin/status").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{key:?}");
+    }
+    // Known keys without scope `admin`.
+    for key in [ORDER, MARKETING, member_tests::WRITER_KEY] {
+        let r = get(&app, Some(key), "/admin/status").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{key:?}");
+        assert_eq!(r.body["error"], "forbidden");
     }
     let (status, _) = admin(
         &app,
@@ -312,7 +325,7 @@ async fn keys_are_required_and_admin_endpoints_need_the_admin_key() {
         json!({"backend": "mysql", "down": true}),
     )
     .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = admin(
         &app,
         MARKETING,
@@ -320,7 +333,7 @@ async fn keys_are_required_and_admin_endpoints_need_the_admin_key() {
         json!({"class": "order", "pin": "mysql"}),
     )
     .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // Nothing changed.
     let r = get(&app, Some(ADMIN), "/admin/status").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -506,10 +519,9 @@ async fn reads_never_go_back_to_an_older_version() {
 async fn a_caller_over_its_quota_gets_429_with_retry_after() {
     let mut settings = query_settings();
     let order = settings
-        .query_api
         .callers
         .iter_mut()
-        .find(|c| c.key == ORDER)
+        .find(|c| c.key.expose_secret() == ORDER)
         .unwrap();
     order.rate_per_second = 1;
     order.burst = 3;

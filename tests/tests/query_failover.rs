@@ -43,7 +43,7 @@ async fn order_reads_survive_each_backend_going_down_and_return_when_restored() 
     let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = spawn_app_with(settings, pool, data_dir, &roles).await;
-    let client = Client::new();
+    let client = member_tests::writer_client();
 
     // Members to read, each visible through the query API before the drill starts.
     let mut lookups = Vec::new();

@@ -12,7 +12,7 @@ use member_projections::Target;
 use member_tests::app::{isolated_settings, spawn_app_with};
 use member_tests::sink_contract::Ids;
 use rand::Rng;
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -27,7 +27,7 @@ async fn readers_never_see_a_version_go_backwards() {
     settings.query_api.flow.hot_key_rate_per_second = 0;
     // Nor may quotas refuse them: this test is about versions, and on a quiet machine four
     // readers exceed the shipped caller quota.
-    for caller in &mut settings.query_api.callers {
+    for caller in &mut settings.callers {
         caller.rate_per_second = 1_000_000;
         caller.burst = 1_000_000;
     }
@@ -36,7 +36,7 @@ async fn readers_never_see_a_version_go_backwards() {
     let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = Arc::new(spawn_app_with(settings.clone(), pool, data_dir, &roles).await);
-    let client = Client::new();
+    let client = member_tests::writer_client();
     let ids = Ids::fresh();
     let r = client
         .post(app.command_url("/v1/members"))

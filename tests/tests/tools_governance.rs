@@ -199,6 +199,8 @@ async fn scan_finds_conflicts_release_imports_with_an_audited_unbind_and_dismiss
         assert_eq!(metadata["actor"], "alice");
         assert_eq!(metadata["source"], "governance");
         assert_eq!(metadata["entry"], claimant_id);
+        assert_eq!(metadata["caller"], "tool:governance-repair");
+        assert!(metadata["request_id"].is_string() && metadata["at"].is_string());
     }
     let truth = app.truth().await;
     let keys = |id: Uuid| -> Vec<String> {

@@ -178,6 +178,14 @@ async fn valid_records_become_members_conflicts_are_quarantined_and_a_second_run
     );
     assert!(q.iter().all(|(.., status)| status == "open"));
 
+    // Every imported event records the tool as its caller.
+    let callers: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT metadata::jsonb ->> 'caller' FROM events")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(callers, [Some("tool:import".to_owned())]);
+
     // The report: one line per quarantined record, where and why, no identity values.
     let report_text = std::fs::read_to_string(&report).unwrap();
     let report_lines: Vec<Value> = report_text

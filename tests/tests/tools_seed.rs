@@ -77,7 +77,9 @@ async fn both_modes_seed_the_same_members_and_seeding_again_adds_nothing() {
     // The same rows for the same members: the bulk path writes what the command path writes.
     let rows = |pool: PgPool| async move {
         let rows: Vec<(String, i64, String, String, String)> = sqlx::query_as(
-            "SELECT aggregate_id, sequence, event_type, payload::text, metadata::text FROM events
+            // The cause's time and run id differ between runs; the caller is the same.
+            "SELECT aggregate_id, sequence, event_type, payload::text,
+                    (metadata::jsonb - 'at' - 'request_id')::text FROM events
              ORDER BY aggregate_id, sequence",
         )
         .fetch_all(&pool)
@@ -89,6 +91,25 @@ async fn both_modes_seed_the_same_members_and_seeding_again_adds_nothing() {
         rows(commands_pool.clone()).await,
         rows(bulk_pool.clone()).await
     );
+    // Every event records the tool as its caller, with a run id and a time.
+    for pool in [&commands_pool, &bulk_pool] {
+        let causes: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT DISTINCT metadata::jsonb ->> 'caller', metadata::jsonb ->> 'request_id'
+             FROM events",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert_eq!(causes.len(), 1, "one caller and one run id: {causes:?}");
+        assert_eq!(causes[0].0.as_deref(), Some("tool:seed"));
+        assert!(causes[0].1.is_some());
+        let without_time: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE NOT metadata::jsonb ? 'at'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(without_time, 0);
+    }
 
     // The same seed again: nothing new, in either mode, and still success.
     for (pool, url, bulk) in [

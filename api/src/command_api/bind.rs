@@ -6,14 +6,19 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use member_domain::MemberCommand;
 
+use super::access::Writer;
 use super::errors::ApiError;
 use super::extract::{member_id, ApiPath, IdempotencyKey, JsonBody};
 use super::idempotency::{execute, request_hash, CommandRequest};
 use super::register::IdentityInput;
 use super::AppState;
+use crate::access::RequestId;
+use member_infra::event_store::cause::Cause;
 
 pub async fn bind(
     State(state): State<AppState>,
+    Writer(caller): Writer,
+    request_id: RequestId,
     ApiPath(id): ApiPath<String>,
     IdempotencyKey(key): IdempotencyKey,
     body: Result<JsonBody<IdentityInput>, ApiError>,
@@ -34,6 +39,7 @@ pub async fn bind(
                 &body.canonical,
             ),
             idempotency_key: key,
+            cause: Cause::new(caller.name.clone(), request_id.0),
         },
     )
     .await)

@@ -1,7 +1,9 @@
 //! The command API's errors and their HTTP mapping: the one place where a failure becomes a
 //! status and an error code. Internal details are logged, never sent.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use member_domain::MemberError;
 use member_infra::event_store::commands::CommandError;
@@ -15,6 +17,12 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("request body is larger than 64 KiB")]
     PayloadTooLarge,
+    #[error("a valid api key is required: Authorization: Bearer <key>")]
+    Unauthorized,
+    #[error("this api key does not have the scope this request needs")]
+    Forbidden,
+    #[error("too many writes; retry later")]
+    Limited { retry_after: Duration },
     #[error(transparent)]
     Rejected(MemberError),
     #[error("the identity is already bound to another member")]
@@ -34,6 +42,9 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Limited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Rejected(e) => {
                 let status = match e {
                     MemberError::MemberNotFound | MemberError::IdentityNotBound => {
@@ -66,6 +77,15 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let (_, code) = self.status_and_code();
         serde_json::json!({"error": code, "message": self.to_string()})
+    }
+}
+
+impl From<crate::access::AuthError> for ApiError {
+    fn from(e: crate::access::AuthError) -> Self {
+        match e {
+            crate::access::AuthError::Unauthorized => ApiError::Unauthorized,
+            crate::access::AuthError::Forbidden => ApiError::Forbidden,
+        }
     }
 }
 
@@ -105,6 +125,21 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        error_response(status, code, &self.to_string())
+        let mut response = error_response(status, code, &self.to_string());
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Limited { retry_after } => {
+                let secs = crate::query_api::errors::retry_after_seconds(*retry_after);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
     }
 }

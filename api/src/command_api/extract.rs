@@ -27,13 +27,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::InvalidRequest("could not read the request body".into())
             }
         })?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::InvalidRequest(format!("malformed json: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::InvalidRequest(format!(
+                "malformed json at line {} column {}",
+                e.line(),
+                e.column()
+            ))
+        })?;
         let canonical = serde_json::to_vec(&json).expect("a json value serializes");
-        let value = serde_json::from_value(json)
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid request: {e}")))?;
+        let value = serde_json::from_value(json).map_err(|e| {
+            ApiError::InvalidRequest(format!("invalid request: {}", without_values(&e)))
+        })?;
         Ok(Self { value, canonical })
     }
+}
+
+/// serde's message without the value it refused (`invalid type: integer `13800138000`, expected
+/// a string` becomes `invalid type: integer, expected a string`): the value may be personal
+/// data, and error messages never carry it. Field and variant names are kept.
+fn without_values(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let what = rest.split([' ', ',']).next().unwrap_or("value");
+            let expected = rest.find(", expected").map(|at| &rest[at..]).unwrap_or("");
+            return format!("{prefix}{what}{expected}");
+        }
+    }
+    message
 }
 
 /// Path parameters; a malformed path is `400 invalid_request`.
@@ -75,5 +96,36 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             return Err(bad());
         }
         Ok(Self(Some(key.to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        value: String,
+        n: Option<u8>,
+    }
+
+    fn message(json: serde_json::Value) -> String {
+        without_values(&serde_json::from_value::<Body>(json).unwrap_err())
+    }
+
+    #[test]
+    fn refusals_never_echo_the_value() {
+        let m = message(serde_json::json!({"value": 13800138000u64}));
+        assert_eq!(m, "invalid type: integer, expected a string");
+        let m = message(serde_json::json!({"value": "x", "n": 13800138000u64}));
+        assert!(
+            !m.contains("13800138000") && m.starts_with("invalid value"),
+            "{m}"
+        );
+        let m = message(serde_json::json!({"value": ["+8613800138000"]}));
+        assert!(!m.contains("138"), "{m}");
+        let m = message(serde_json::json!({}));
+        assert_eq!(m, "missing field `value`");
     }
 }

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use member_domain::MemberCommand;
+use member_infra::event_store::cause::Cause;
 use member_infra::event_store::commands::{CommandError, IdempotencyTag};
 use member_infra::event_store::idempotency::StoredOutcome;
 use sha2::{Digest, Sha256};
@@ -32,6 +33,8 @@ pub struct CommandRequest {
     pub success: StatusCode,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
+    /// Who asked, under which request id: recorded on every event the command appends.
+    pub cause: Cause,
 }
 
 pub async fn execute(state: &AppState, req: CommandRequest) -> Response {
@@ -52,7 +55,7 @@ async fn execute_inner(state: &AppState, req: &CommandRequest) -> Result<Respons
     let Some(key) = &req.idempotency_key else {
         let done = state
             .commands
-            .execute(req.member_id, req.command.clone(), None)
+            .execute_as(&req.cause, req.member_id, req.command.clone(), None)
             .await?;
         return Ok(success(req.success, done.member_id, done.version));
     };
@@ -66,7 +69,7 @@ async fn execute_inner(state: &AppState, req: &CommandRequest) -> Result<Respons
     };
     let outcome = match state
         .commands
-        .execute(req.member_id, req.command.clone(), Some(&tag))
+        .execute_as(&req.cause, req.member_id, req.command.clone(), Some(&tag))
         .await
     {
         // The trigger stored this outcome in the append's transaction.

@@ -1,27 +1,31 @@
 //! The command API (default 127.0.0.1:8080): the one place where members' identities change.
 
+mod access;
 mod bind;
 mod errors;
 mod extract;
+mod history;
 mod idempotency;
 mod register;
 mod unbind;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use member_infra::config::CommandApiSettings;
+use member_infra::config::{CallerSettings, CommandApiSettings};
 use member_infra::event_store::commands::CommandService;
 use member_infra::event_store::idempotency::IdempotencyStore;
 use member_infra::event_store::member_cache::MemberCache;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+pub use access::WriteBudget;
 pub use errors::ApiError;
 pub use register::IdentityInput;
 
@@ -30,6 +34,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
+    pub callers: Arc<crate::access::Callers>,
+    pub writes: Arc<WriteBudget>,
     pub commands: CommandService,
     pub idempotency: IdempotencyStore,
     pub pool: PgPool,
@@ -54,11 +60,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/members/{id}/identities/{kind}/{value}",
             delete(unbind::unbind),
         )
+        .route("/v1/members/{id}/history", get(history::history))
         .with_state(state.clone())
         .merge(crate::http::operational_routes(state))
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(
+            crate::access::request_id::propagate,
+        ))
 }
 
 /// The command API, bound and ready to serve.
@@ -66,6 +76,7 @@ pub struct CommandApi {
     listener: TcpListener,
     router: Router,
     idempotency: IdempotencyStore,
+    header_read_timeout: Duration,
 }
 
 /// How long an idempotency key answers retries. Clients retry within seconds or minutes; a day
@@ -73,14 +84,21 @@ pub struct CommandApi {
 pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl CommandApi {
-    /// Binds the listener (port 0 picks a free port, as tests do).
-    pub async fn build(pool: PgPool, settings: &CommandApiSettings) -> anyhow::Result<Self> {
+    /// Binds the listener (port 0 picks a free port, as tests do). `callers` are the
+    /// configuration's `[[callers]]`.
+    pub async fn build(
+        pool: PgPool,
+        settings: &CommandApiSettings,
+        callers: &[CallerSettings],
+    ) -> anyhow::Result<Self> {
         let listen = settings.listen;
         let cache = MemberCache::new(
             settings.member_cache_capacity,
             Duration::from_secs(settings.member_cache_idle_seconds),
         );
         let state = AppState {
+            callers: Arc::new(crate::access::Callers::from_settings(callers)),
+            writes: Arc::new(WriteBudget::new(settings)),
             commands: CommandService::with_cache_and_writers(
                 pool.clone(),
                 cache,
@@ -97,6 +115,7 @@ impl CommandApi {
             listener,
             router: router(state),
             idempotency,
+            header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         })
     }
 
@@ -125,10 +144,14 @@ impl CommandApi {
                 }
             }
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving the command api");
+        let served = crate::server::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            shutdown,
+        )
+        .await
+        .context("serving the command api");
         expiry.abort();
         served
     }

@@ -7,10 +7,13 @@ use member_domain::{Identity, MemberCommand};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::access::Writer;
 use super::errors::ApiError;
 use super::extract::{IdempotencyKey, JsonBody};
 use super::idempotency::{execute, request_hash, CommandRequest};
 use super::AppState;
+use crate::access::RequestId;
+use member_infra::event_store::cause::Cause;
 
 /// One identity as a caller sends it. `app` and `unionid` are for openids only.
 #[derive(Debug, Deserialize)]
@@ -47,6 +50,8 @@ const MAX_IDENTITIES: usize = 16;
 
 pub async fn register(
     State(state): State<AppState>,
+    Writer(caller): Writer,
+    request_id: RequestId,
     IdempotencyKey(key): IdempotencyKey,
     body: Result<JsonBody<RegisterRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -71,6 +76,7 @@ pub async fn register(
             success: StatusCode::CREATED,
             request_hash: request_hash("POST", "/v1/members", &body.canonical),
             idempotency_key: key,
+            cause: Cause::new(caller.name.clone(), request_id.0),
         },
     )
     .await)

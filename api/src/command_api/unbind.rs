@@ -5,13 +5,18 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use member_domain::{IdentityKey, MemberCommand, UnbindReason};
 
+use super::access::Writer;
 use super::errors::ApiError;
 use super::extract::{member_id, ApiPath, IdempotencyKey};
 use super::idempotency::{execute, request_hash, CommandRequest};
 use super::AppState;
+use crate::access::RequestId;
+use member_infra::event_store::cause::Cause;
 
 pub async fn unbind(
     State(state): State<AppState>,
+    Writer(caller): Writer,
+    request_id: RequestId,
     ApiPath((id, kind, value)): ApiPath<(String, String, String)>,
     IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, ApiError> {
@@ -34,6 +39,7 @@ pub async fn unbind(
             },
             success: StatusCode::OK,
             idempotency_key: key,
+            cause: Cause::new(caller.name.clone(), request_id.0),
         },
     )
     .await)

@@ -1,4 +1,4 @@
-//! Admin endpoints (admin key only): inject or clear a backend outage, pin or release a backend
+//! Admin endpoints (scope `admin`; each change is logged with the caller's name): inject or clear a backend outage, pin or release a backend
 //! for a class, and the status of every backend and projection.
 
 use axum::extract::State;
@@ -43,7 +43,7 @@ pub struct FaultRequest {
 
 /// `POST /admin/faults {"backend": "search-primary", "down": true}`.
 pub async fn faults(
-    _: Admin,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     body: Result<ApiJson<FaultRequest>, QueryError>,
 ) -> Result<Json<Value>, QueryError> {
@@ -53,6 +53,7 @@ pub async fn faults(
     tracing::warn!(
         backend = target.as_str(),
         down = request.down,
+        caller = %caller.name,
         "backend fault set by an operator"
     );
     Ok(Json(backend_status(&state, target)))
@@ -68,7 +69,7 @@ pub struct RoutingRequest {
 
 /// `POST /admin/routing {"class": "order", "pin": "mysql"}` (or `"pin": null` to release).
 pub async fn routing(
-    _: Admin,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     body: Result<ApiJson<RoutingRequest>, QueryError>,
 ) -> Result<Json<Value>, QueryError> {
@@ -84,6 +85,7 @@ pub async fn routing(
     tracing::warn!(
         class = class.as_str(),
         pin = pin.map(|t| t.as_str()),
+        caller = %caller.name,
         "routing pin set by an operator"
     );
     Ok(Json(json!({

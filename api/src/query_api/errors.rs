@@ -42,6 +42,8 @@ pub enum QueryError {
     InvalidRequest(String),
     #[error("a valid api key is required: Authorization: Bearer <key>")]
     Unauthorized,
+    #[error("this api key does not have the scope this request needs")]
+    Forbidden,
     #[error("no member matches")]
     MemberNotFound,
     #[error("too many requests ({}); retry later", .reason.as_str())]
@@ -58,6 +60,7 @@ impl QueryError {
         match self {
             QueryError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             QueryError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            QueryError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             QueryError::MemberNotFound => (StatusCode::NOT_FOUND, "member_not_found"),
             QueryError::Limited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -69,9 +72,19 @@ impl QueryError {
         match self {
             QueryError::InvalidRequest(_) => "invalid",
             QueryError::Unauthorized => "unauthorized",
+            QueryError::Forbidden => "forbidden",
             QueryError::MemberNotFound => "not_found",
             QueryError::Limited { .. } => "limited",
             QueryError::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl From<crate::access::AuthError> for QueryError {
+    fn from(e: crate::access::AuthError) -> Self {
+        match e {
+            crate::access::AuthError::Unauthorized => QueryError::Unauthorized,
+            crate::access::AuthError::Forbidden => QueryError::Forbidden,
         }
     }
 }

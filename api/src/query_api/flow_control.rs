@@ -19,25 +19,17 @@
 //!
 //! A rate refusal carries governor's wait time, which becomes `Retry-After`.
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, RateLimiter};
 use member_infra::config::FlowSettings;
 use member_projections::routing::ReadClass;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::errors::{LimitReason, QueryError};
 
-/// A quota of `rate` per second (fractions allowed) with `burst` cells.
-pub fn quota(rate_per_second: f64, burst: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / rate_per_second.max(0.001));
-    let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
-    Quota::with_period(period.max(Duration::from_nanos(1)))
-        .expect("a non-zero period")
-        .allow_burst(burst)
-}
+pub use crate::access::callers::quota;
 
 pub struct FlowControl {
     clock: DefaultClock,

@@ -2,7 +2,7 @@
 //! fill, flow control and caller isolation. It depends only on the read ports
 //! (`MemberReader`, `CacheFill`, `StatusProvider`); the process wiring hands it the adapters.
 //!
-//! - [`auth`]: callers from configuration, bearer keys compared in constant time;
+//! - [`auth`]: callers (scope `read`; `admin` for `/admin/*`), see [`crate::access`];
 //! - [`flow_control`]: per-caller quotas, the global budget that sheds marketing first, the
 //!   per-identity hotspot limit and hot-key detection (governor);
 //! - [`read_path`]: near cache, chain walk with breakers and timeouts, monotonic reads, fills;
@@ -35,7 +35,7 @@ pub use backends::QueryBackends;
 pub use errors::QueryError;
 pub use routes::SERVED_FROM;
 
-use auth::Callers;
+use crate::access::Callers;
 use backends::Registry;
 use flow_control::FlowControl;
 use read_path::ReadPath;
@@ -97,12 +97,16 @@ pub fn router(state: AppState) -> Router {
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(
+            crate::access::request_id::propagate,
+        ))
 }
 
 /// The query API, bound and ready to serve.
 pub struct QueryApi {
     listener: TcpListener,
     state: AppState,
+    header_read_timeout: Duration,
 }
 
 impl QueryApi {
@@ -120,14 +124,18 @@ impl QueryApi {
         };
         let registry = Arc::new(Registry::new(backends, q, local));
         let state = AppState {
-            callers: Arc::new(Callers::from_settings(q)),
+            callers: Arc::new(Callers::from_settings(&settings.callers)),
             flow: Arc::new(FlowControl::new(&q.flow)),
             reads: Arc::new(ReadPath::new(registry, &q.cache)),
         };
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the query api to {listen}"))?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            header_read_timeout: Duration::from_millis(q.header_read_timeout_ms),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -146,10 +154,14 @@ impl QueryApi {
             Arc::downgrade(&self.state.flow),
             Arc::downgrade(&self.state.reads),
         ));
-        let served = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving the query api");
+        let served = crate::server::serve(
+            self.listener,
+            router(self.state),
+            self.header_read_timeout,
+            shutdown,
+        )
+        .await
+        .context("serving the query api");
         housekeeping.abort();
         served
     }

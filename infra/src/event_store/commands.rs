@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use member_domain::{Identity, Member, MemberCommand, MemberError};
+use member_domain::{Identity, IdentityKind, Member, MemberCommand, MemberError};
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -30,10 +31,10 @@ pub enum CommandError {
     /// Refused by the member's rules (or by the cross-member rules, mapped to their domain meaning).
     #[error(transparent)]
     Rejected(#[from] MemberError),
-    /// The identity belongs to another member. The owner is never revealed; the key is kept for
-    /// debugging only and is not part of the message (it is personal data).
+    /// The identity belongs to another member. The owner is never revealed, and neither the
+    /// value (personal data): only the kind of the refused identity is kept.
     #[error("identity already bound to another member")]
-    IdentityAlreadyBound { key: String },
+    IdentityAlreadyBound { kind: IdentityKind },
     /// Another write to the same member kept winning. Safe to retry.
     #[error("concurrent write to the same member")]
     Conflict,
@@ -126,6 +127,19 @@ impl CommandService {
         idempotency: Option<&IdempotencyTag>,
     ) -> Result<Executed, CommandError> {
         self.execute_with_metadata(member_id, command, idempotency, HashMap::new())
+            .await
+    }
+
+    /// [`execute`](Self::execute) on behalf of `cause`: every appended event records the
+    /// caller, the request id and the time.
+    pub async fn execute_as(
+        &self,
+        cause: &super::cause::Cause,
+        member_id: Uuid,
+        command: MemberCommand,
+        idempotency: Option<&IdempotencyTag>,
+    ) -> Result<Executed, CommandError> {
+        self.execute_with_metadata(member_id, command, idempotency, cause.metadata())
             .await
     }
 
@@ -297,23 +311,30 @@ fn commit_error(err: AggregateError<MemberError>, command: &MemberCommand) -> Co
     }
 }
 
-/// An identity the command did not name itself, yet tried to bind, is the unionid implied by an
-/// openid: if another member owns it, the openid belongs to another person's WeChat.
-fn identity_conflict(key: String, command: &MemberCommand) -> CommandError {
-    let named: Vec<String> = match command {
-        MemberCommand::Register { identities } => identities.iter().map(key_of).collect(),
-        MemberCommand::BindIdentity { identity } => vec![key_of(identity)],
-        _ => Vec::new(),
-    };
-    if named.contains(&key) {
-        CommandError::IdentityAlreadyBound { key }
-    } else {
-        CommandError::Rejected(MemberError::CrossAccountWechatBinding)
-    }
+/// The trigger names a refused identity by an opaque reference (migration 0006), never by its
+/// key: the first 16 hex digits of the SHA-256 of the key's canonical text.
+pub fn identity_reference(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn key_of(identity: &Identity) -> String {
-    identity.key().to_string()
+/// An identity the command did not name itself, yet tried to bind, is the unionid implied by an
+/// openid: if another member owns it, the openid belongs to another person's WeChat.
+fn identity_conflict(reference: String, command: &MemberCommand) -> CommandError {
+    let named: Vec<&Identity> = match command {
+        MemberCommand::Register { identities } => identities.iter().collect(),
+        MemberCommand::BindIdentity { identity } => vec![identity],
+        _ => Vec::new(),
+    };
+    match named
+        .into_iter()
+        .find(|i| identity_reference(&i.key().to_string()) == reference)
+    {
+        Some(identity) => CommandError::IdentityAlreadyBound {
+            kind: identity.kind(),
+        },
+        None => CommandError::Rejected(MemberError::CrossAccountWechatBinding),
+    }
 }
 
 fn is_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -1,5 +1,6 @@
 //! The PostgreSQL event store (postgres-es) and the write path built on it.
 //!
+//! - [`cause`]: who did what (caller, request id, time), recorded on every event;
 //! - [`commands`]: executes member commands: load, decide, append, with the cross-member
 //!   uniqueness rule enforced by the database in the append's transaction;
 //! - [`idempotency`]: the first outcome of each command sent with an idempotency key;
@@ -11,6 +12,7 @@
 //! - [`imports`]: the checkpoints and quarantine of `member import`.
 
 pub mod append;
+pub mod cause;
 pub mod commands;
 pub mod group_commit;
 pub mod idempotency;

@@ -69,12 +69,14 @@ impl Audit<'_> {
     }
 
     fn metadata(&self, entry: &str) -> HashMap<String, String> {
-        HashMap::from([
+        let mut metadata = crate::tools::cause("governance-repair").metadata();
+        metadata.extend([
             ("source".to_owned(), "governance".to_owned()),
             ("actor".to_owned(), self.actor.to_owned()),
             ("note".to_owned(), self.note.to_owned()),
             ("entry".to_owned(), entry.to_owned()),
-        ])
+        ]);
+        metadata
     }
 }
 

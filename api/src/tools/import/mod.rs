@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use member_domain::{IdentityKey, MemberCommand, MemberError};
+use member_domain::{MemberCommand, MemberError};
 use member_infra::config::Settings;
 use member_infra::event_store::commands::{CommandError, CommandService};
 use sha2::{Digest, Sha256};
@@ -255,7 +255,8 @@ async fn handle_line(
         }
     };
     let member_id = record.member_id();
-    let metadata = HashMap::from([
+    let mut metadata = crate::tools::cause("import").metadata();
+    metadata.extend([
         ("source".to_owned(), "import".to_owned()),
         ("import_file".to_owned(), digest.to_owned()),
         ("import_line".to_owned(), line_number.to_string()),
@@ -285,12 +286,10 @@ async fn handle_line(
             }
             (Reason::LegacyIdReused, None)
         }
-        CommandError::IdentityAlreadyBound { key } => {
-            let kind = IdentityKey::parse_canonical(&key)
-                .map(|k| k.kind().as_str().to_owned())
-                .ok();
-            (Reason::IdentityOwnedByAnotherMember, kind)
-        }
+        CommandError::IdentityAlreadyBound { kind } => (
+            Reason::IdentityOwnedByAnotherMember,
+            Some(kind.as_str().to_owned()),
+        ),
         CommandError::Rejected(MemberError::CrossAccountWechatBinding) => {
             (Reason::CrossAccountWechat, None)
         }

@@ -124,7 +124,12 @@ async fn seed_bulk(
     bar: &indicatif::ProgressBar,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Totals> {
-    let metadata = serde_json::json!({ "source": SOURCE }).to_string();
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("source".into(), SOURCE.into());
+    for (key, value) in crate::tools::cause("seed").metadata() {
+        metadata.insert(key, value.into());
+    }
+    let metadata = serde_json::Value::Object(metadata).to_string();
     let batch = u64::from(args.batch);
     let starts = (0..args.members).step_by(batch as usize);
     let mut outcomes = futures::stream::iter(starts)
@@ -199,7 +204,8 @@ async fn seed_commands(
 }
 
 async fn seed_one(service: &CommandService, member: SyntheticMember) -> anyhow::Result<Seeded> {
-    let metadata = HashMap::from([("source".to_owned(), SOURCE.to_owned())]);
+    let mut metadata = crate::tools::cause("seed").metadata();
+    metadata.insert("source".to_owned(), SOURCE.to_owned());
     let command = MemberCommand::Register {
         identities: member.identities.clone(),
     };
