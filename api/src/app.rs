@@ -208,9 +208,11 @@ impl App {
 /// default keys are used on an address other than loopback. (The owner wires the real adapters:
 /// Redis centers, search clusters, MySQL shards.)
 async fn query_api(settings: &Settings, backends: QueryBackends) -> anyhow::Result<QueryApi> {
-    if let Some(warning) =
-        crate::access::callers::default_keys_warning(settings, "query api", settings.query_api.listen)
-    {
+    if let Some(warning) = crate::access::callers::default_keys_warning(
+        settings,
+        "query api",
+        settings.query_api.listen,
+    ) {
         tracing::warn!("{warning}");
     }
     QueryApi::build(backends, settings, settings.query_api.listen).await

@@ -272,13 +272,18 @@ async fn abandon(building: Vec<Building>) -> anyhow::Error {
                 }
             }
             Building::Tantivy(next) => next.abandon().await,
+            Building::Elasticsearch { live, next } => {
+                if let Err(e) = live.abandon(&next).await {
+                    tracing::warn!(error = %e, "could not drop the partial indices (the next rebuild drops them)");
+                }
+            }
             Building::InPlace(..) => {}
         }
     }
     Interrupted::new(
         "the rebuild stopped before the hand-over and removed its partial build; the live \
-         stores are unchanged (redis and elasticsearch, written in place, only got newer \
-         documents); run the same command again to rebuild from the start",
+         stores are unchanged (redis, written in place, only got newer documents); run the \
+         same command again to rebuild from the start",
     )
     .into()
 }
@@ -532,7 +537,8 @@ async fn hand_over(
             };
             let end = offsets::end_offsets(&settings.kafka).await?;
             let sinks: Vec<Arc<dyn Sink>> = vec![live.clone()];
-            let applied = catch_up(settings, caught_up, &end, &sinks, "hand-over").await?;
+            // A hand-over that has started always completes (ADR 0030): no shutdown here.
+            let applied = catch_up(settings, caught_up, &end, &sinks, "hand-over", None).await?;
             tracing::info!(%target, index = next.index(), ?dropped, "swapped the rebuilt indices in behind the aliases");
             Ok((applied, None))
         }
