@@ -43,12 +43,13 @@ async fn order_reads_survive_a_sigkilled_search_primary_and_return_to_it() {
     let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = spawn_app_with(settings, pool, data_dir, &roles).await;
+    let writer = member_tests::writer_client();
     let client = Client::new();
 
     let mut lookups = Vec::new();
     for _ in 0..40 {
         let ids = Ids::fresh();
-        let r = client
+        let r = writer
             .post(app.command_url("/v1/members"))
             .json(&json!({"identities": [{"kind": "elong_card", "value": ids.card.value()}]}))
             .send()
@@ -184,7 +185,7 @@ async fn order_reads_survive_a_sigkilled_search_primary_and_return_to_it() {
     // Commands go on while the cluster is dead: its projection falls behind.
     for _ in 0..300 {
         let ids = Ids::fresh();
-        let r = client
+        let r = writer
             .post(app.command_url("/v1/members"))
             .json(&json!({"identities": [{"kind": "elong_card", "value": ids.card.value()}]}))
             .send()

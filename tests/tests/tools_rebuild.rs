@@ -356,7 +356,10 @@ fn generation_dirs(settings: &member_infra::config::Settings) -> Vec<String> {
 async fn a_signal_stops_a_rebuild_before_the_hand_over_and_leaves_the_live_stores_untouched() {
     use member_tests::process::{send_signal, spawn_member_captured, wait_exit, Signal};
     const MEMBERS: i64 = 5000;
-    let (settings, _pool, _data_dir) = isolated_settings().await;
+    let (mut settings, _pool, _data_dir) = isolated_settings().await;
+    // Checks the embedded index's generation directories (the Elasticsearch generations of an
+    // interrupted rebuild are covered by tests/tests/tools_elasticsearch.rs).
+    settings.search.engine = member_infra::config::SearchEngine::Tantivy;
     let logical_shards = settings.mysql.logical_shards;
     let shards = member_tests::mysql::migrated(&settings.mysql).await;
     let ran = run_member(
