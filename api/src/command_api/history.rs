@@ -6,7 +6,7 @@
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use member_infra::event_store::cause;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -24,7 +24,7 @@ pub struct HistoryQuery {
     reveal: bool,
 }
 
-type EventRow = (String, i64, Value, Value, DateTime<Utc>);
+use member_infra::event_store::members::HistoryRow as EventRow;
 
 pub async fn history(
     State(state): State<AppState>,
@@ -37,13 +37,7 @@ pub async fn history(
     let Query(query) = query.map_err(|_| {
         ApiError::InvalidRequest("the only query parameter is reveal=true|false".into())
     })?;
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT event_type, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
-         WHERE aggregate_type = 'Member' AND aggregate_id = $1 ORDER BY sequence",
-    )
-    .bind(member_id.to_string())
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = member_infra::event_store::members::history_of(&state.pool, member_id).await?;
     if rows.is_empty() {
         return Err(ApiError::Rejected(
             member_domain::MemberError::MemberNotFound,
@@ -141,7 +135,7 @@ mod tests {
                 "value": "oOpenid_tc_0000000001", "unionid": "oUnion_0000000000000000000001"}}}),
             json!({"caller": "hotel", "request_id": "r-1", "at": "2026-12-03T14:00:00.000000Z",
                 "identity_generation": "1"}),
-            Utc::now(),
+            chrono::Utc::now(),
         );
         let masked = entry(row.clone(), false);
         assert_eq!(masked["type"], "IdentityBound");

@@ -47,6 +47,28 @@ pub fn events_by_member(pool: &PgPool) -> BoxStream<'_, sqlx::Result<(String, se
     .fetch(pool)
 }
 
+/// One stored event of a member, as its history shows it: type, sequence, payload, metadata
+/// (the cause) and when it was recorded.
+pub type HistoryRow = (
+    String,
+    i64,
+    serde_json::Value,
+    serde_json::Value,
+    chrono::DateTime<chrono::Utc>,
+);
+
+/// A member's events, oldest first (empty for an unknown member).
+pub async fn history_of(pool: &PgPool, member_id: Uuid) -> sqlx::Result<Vec<HistoryRow>> {
+    sqlx::query_as(
+        "SELECT event_type, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
+         WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+    )
+    .bind(AGGREGATE_TYPE)
+    .bind(member_id.to_string())
+    .fetch_all(pool)
+    .await
+}
+
 /// The events of new members, column by column, for [`append_new_members`].
 #[derive(Debug, Default)]
 pub struct NewEvents {

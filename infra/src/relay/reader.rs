@@ -145,12 +145,13 @@ impl EventStoreReader {
              FROM unnest($1::text[], $2::bigint[]) AS m(id, upto)
              CROSS JOIN LATERAL (
                  SELECT * FROM events
-                 WHERE aggregate_type = 'Member' AND aggregate_id = m.id AND sequence <= m.upto
+                 WHERE aggregate_type = $3 AND aggregate_id = m.id AND sequence <= m.upto
                  OFFSET 0) e
              ORDER BY e.aggregate_id, e.sequence"
         ))
         .bind(&ids)
         .bind(&upto)
+        .bind(crate::event_store::AGGREGATE_TYPE)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(decode).collect()
