@@ -120,15 +120,8 @@ pub async fn run(common: Common, broker: Broker, phase_seconds: u64) -> anyhow::
     std::fs::create_dir_all(&common.work_dir)?;
     let mut report = Report::default();
     let outcome = drill(&common, broker, phase_seconds, &mut report).await;
-    if let Err(e) = &outcome {
-        report.note(format!("the drill stopped early: {e:#}"));
-    }
-    let title = format!(
-        "{} fail-over drill ({phase_seconds} s phases)",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    report.append(&common.doc, &title, common.facts.as_deref())?;
-    outcome
+    let title = format!("fail-over drill ({phase_seconds} s phases)");
+    report.conclude(&common, "drill", &title, outcome)
 }
 
 async fn drill(

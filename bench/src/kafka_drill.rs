@@ -38,15 +38,8 @@ pub async fn run(common: Common, script: &Path, phase: u64) -> anyhow::Result<()
     std::fs::create_dir_all(&common.work_dir)?;
     let mut report = Report::default();
     let outcome = drill(&common, script, phase, &mut report).await;
-    if let Err(e) = &outcome {
-        report.note(format!("the drill stopped early: {e:#}"));
-    }
-    let title = format!(
-        "{} broker-loss drill (three brokers, {phase} s phases)",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    report.append(&common.doc, &title, common.facts.as_deref())?;
-    outcome
+    let title = format!("broker-loss drill (three brokers, {phase} s phases)");
+    report.conclude(&common, "drill", &title, outcome)
 }
 
 async fn drill(

@@ -111,13 +111,6 @@ pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
     }
     .await;
     env.drop_databases(&[], &[]).await;
-    if let Err(e) = &result {
-        report.note(format!("the rebuild benchmark stopped early: {e:#}"));
-    }
-    let title = format!(
-        "{} rebuild benchmark ({members} members)",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    report.append(&common.doc, &title, common.facts.as_deref())?;
-    result
+    let title = format!("rebuild benchmark ({members} members)");
+    report.conclude(&common, "rebuild benchmark", &title, result)
 }

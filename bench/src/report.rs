@@ -106,6 +106,26 @@ impl Report {
         md
     }
 
+    /// Ends a run: notes an early stop (`what` names the run), dates `title`, appends the
+    /// section to the common document, and hands the run's outcome back.
+    pub fn conclude<T>(
+        mut self,
+        common: &crate::Common,
+        what: &str,
+        title: &str,
+        outcome: anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        if let Err(e) = &outcome {
+            self.note(format!("the {what} stopped early: {e:#}"));
+        }
+        let title = format!(
+            "{} {title}",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
+        self.append(&common.doc, &title, common.facts.as_deref())?;
+        outcome
+    }
+
     /// Appends the section to `doc` (created with a heading when missing).
     pub fn append(&self, doc: &Path, title: &str, facts: Option<&Path>) -> anyhow::Result<()> {
         let facts = facts

@@ -47,14 +47,8 @@ pub async fn run(
     };
     let outcome = measure(&common, only, seconds, concurrency, &overrides, &mut report).await;
     drop(broker);
-    if let Err(e) = &outcome {
-        report.note(format!("the run stopped early: {e:#}"));
-    }
-    let title = format!(
-        "{} benchmark run (`BENCH={only}`, {seconds} s steps)",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    report.append(&common.doc, &title, common.facts.as_deref())?;
+    let title = format!("benchmark run (`BENCH={only}`, {seconds} s steps)");
+    let outcome = report.conclude(&common, "run", &title, outcome);
     eprintln!("[bench] appended a section to {}", common.doc.display());
     outcome
 }
