@@ -300,14 +300,21 @@ impl RecordSource for KafkaSource {
             return Err(unreadable.error());
         }
         let mut filling = Filling::new(max, max_wait);
+        let mut trouble = None;
         while !filling.is_full() {
             let message =
                 match tokio::time::timeout_at(filling.wait_until, self.consumer.recv()).await {
                     Err(_) => break,
-                    Ok(Err(e)) if filling.records.is_empty() => {
-                        return Err(SourceError::Unavailable(e.to_string()))
+                    // librdkafka queues broker and transport trouble as events among the
+                    // messages and reconnects by itself. Every queued event is drained here:
+                    // returning at the first one would let a backlog of stale errors from an
+                    // outage pace the projector's backoff, one error per pause, long after the
+                    // broker is back, with the group's rebalance (run inside `recv`) queued
+                    // behind them.
+                    Ok(Err(e)) => {
+                        trouble = Some(e);
+                        continue;
                     }
-                    Ok(Err(_)) => break,
                     Ok(Ok(m)) => m,
                 };
             let (partition, offset) = (message.partition(), message.offset());
@@ -325,6 +332,9 @@ impl RecordSource for KafkaSource {
                     break;
                 }
             }
+        }
+        if let (Some(e), true) = (trouble, filling.records.is_empty()) {
+            return Err(SourceError::Unavailable(e.to_string()));
         }
         // A rebalance runs inside `recv`: what was read from a partition revoked meanwhile is
         // now another member's to apply.
