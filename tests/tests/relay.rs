@@ -6,7 +6,8 @@ use member_domain::{Identity, MemberCommand};
 use member_infra::config::RelaySettings;
 use member_infra::event_store::commands::CommandService;
 use member_infra::relay::{Checkpoint, EventStoreReader, Relay};
-use member_tests::kafka::{assert_complete, read_topic, stored_events, test_topic};
+use member_tests::eventually::eventually;
+use member_tests::kafka::{assert_complete, read_topic, store_head, stored_events, test_topic};
 use member_tests::postgres::fresh_event_store;
 use uuid::Uuid;
 
@@ -150,6 +151,7 @@ async fn the_overlapping_run_publishes_everything_in_order_and_stops_at_its_last
         let _ = stopped.await;
     }));
     // An open transaction while the relay runs ahead: nothing past it may be checkpointed.
+    let before_slow = store_head(&pool).await;
     let slow_member = Uuid::now_v7();
     let mut slow = pool.begin().await.unwrap();
     sqlx::query("INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -176,7 +178,14 @@ async fn the_overlapping_run_publishes_everything_in_order_and_stops_at_its_last
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The relay has published everything committed before the open transaction, and stays
+    // there while it is open (the binds committed after it wait behind it).
+    eventually(
+        "the relay reaches the open transaction",
+        Duration::from_secs(30),
+        || async { Checkpoint::load(&pool, &kafka.topic).await.unwrap() == before_slow },
+    )
+    .await;
     slow.commit().await.unwrap();
 
     let stored = stored_events(&pool).await;
