@@ -21,13 +21,21 @@ use ::redis::{ErrorKind, FromRedisValue, Pipeline, RedisError, Script, ServerErr
 /// document itself is not written; writes the document (with its TTL) only if no stored
 /// version is at least as new. Returns 1 if the document was written, 0 if not.
 pub static DOCUMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local version = tonumber(ARGV[1])
 local fence = tonumber(redis.call('GET', KEYS[2]))
 if fence == nil or fence < version then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
 end
+{GUARDED_DOCUMENT_WRITE}"
+    ))
+});
+
+/// What the projector's write and the cache fill share: write the document (KEYS[1]) at
+/// `version` with ARGV[2] as its JSON and ARGV[3] as its TTL, unless a stored version is at least
+/// as new. Returns 1 if written, 0 if not.
+const GUARDED_DOCUMENT_WRITE: &str = r"
 local stored = tonumber(redis.call('HGET', KEYS[1], 'v'))
 if stored ~= nil and stored >= version then
   return 0
@@ -35,9 +43,7 @@ end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
-",
-    )
-});
+";
 
 /// An identity-index write (projector and cache fill alike).
 ///
@@ -66,22 +72,15 @@ return 1
 /// was read from lags) or a stored version is at least as new. Never touches the fence.
 /// Returns 1 if written, 0 if refused by the stored version, -1 if refused by the fence.
 pub static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local version = tonumber(ARGV[1])
 local fence = tonumber(redis.call('GET', KEYS[2]))
 if fence ~= nil and fence > version then
   return -1
 end
-local stored = tonumber(redis.call('HGET', KEYS[1], 'v'))
-if stored ~= nil and stored >= version then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-",
-    )
+{GUARDED_DOCUMENT_WRITE}"
+    ))
 });
 
 /// Runs a pipeline of `EVALSHA` calls in one round trip. On `NOSCRIPT` it loads every script and
