@@ -100,6 +100,19 @@ impl std::fmt::Debug for RedisCenterSettings {
     }
 }
 
+impl std::fmt::Debug for ElasticsearchSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElasticsearchSettings")
+            .field("primary_url", &redact_url(&self.primary_url))
+            .field("backup_url", &redact_url(&self.backup_url))
+            .field("marketing_url", &redact_url(&self.marketing_url))
+            .field("shards", &self.shards)
+            .field("replicas", &self.replicas)
+            .field("index_prefix", &self.index_prefix)
+            .finish()
+    }
+}
+
 /// `scheme://user:password@host/...` as `scheme://user:***@host/...`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -228,7 +241,7 @@ impl SearchEngine {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSettings {
     pub primary_url: String,
@@ -935,6 +948,20 @@ mod tests {
         }
         assert!(!debug.contains("member:member@"), "a password in Debug");
         assert!(debug.contains("local-writer"), "caller names stay visible");
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "MEMBER__SEARCH__ELASTICSEARCH__BACKUP_URL",
+                "https://elastic:es-secret@127.0.0.1:9201",
+            )]),
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("es-secret"),
+            "an Elasticsearch password in Debug"
+        );
+        assert!(debug.contains("elastic:***@127.0.0.1:9201"), "{debug}");
         assert_eq!(
             redact_url("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
