@@ -13,15 +13,39 @@ use member_projections::{MemberDocument, MemberReader, MemberRecord, Sink};
 use rand::Rng;
 use uuid::Uuid;
 
-/// Runs every scenario.
-pub async fn run_all(sink: &dyn Sink, reader: &dyn MemberReader) {
-    visible_by_id_and_by_every_identity(sink, reader).await;
-    later_batches_replace_stored_documents(sink, reader).await;
-    duplicates_and_replays_never_move_a_document_backwards(sink, reader).await;
-    out_of_order_delivery_within_a_batch_converges(sink, reader).await;
-    unbind_removes_the_identity(sink, reader).await;
-    an_identity_moving_between_members_follows_its_generation(sink, reader).await;
-    unknown_members_and_identities_are_absent(reader).await;
+/// One test per scenario of the contract, each against a store of its own, so that the first
+/// failure does not hide the others (quickwit's shape). In an adapter's test file:
+///
+/// ```ignore
+/// async fn open() -> (Store, Guard) { ... }            // the store, and what must outlive it
+/// async fn close(store: Store, guard: Guard) { ... }   // cleanup after a passing scenario
+/// mod contract {
+///     member_tests::sink_contract_tests!(super::open, super::close);
+/// }
+/// ```
+#[macro_export]
+macro_rules! sink_contract_tests {
+    ($open:path, $close:path) => {
+        $crate::sink_contract_tests!(@each $open, $close,
+            visible_by_id_and_by_every_identity,
+            later_batches_replace_stored_documents,
+            duplicates_and_replays_never_move_a_document_backwards,
+            out_of_order_delivery_within_a_batch_converges,
+            unbind_removes_the_identity,
+            an_identity_moving_between_members_follows_its_generation,
+            unknown_members_and_identities_are_absent,
+        );
+    };
+    (@each $open:path, $close:path, $($scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                let (store, guard) = $open().await;
+                $crate::sink_contract::$scenario(&store, &store).await;
+                $close(store, guard).await;
+            }
+        )+
+    };
 }
 
 pub fn digits(n: usize) -> String {
@@ -293,7 +317,10 @@ pub async fn an_identity_moving_between_members_follows_its_generation(
     expect_by_identity(reader, &ids.card, None).await;
 }
 
-pub async fn unknown_members_and_identities_are_absent(reader: &dyn MemberReader) {
+pub async fn unknown_members_and_identities_are_absent(
+    _sink: &dyn Sink,
+    reader: &dyn MemberReader,
+) {
     let ids = Ids::fresh();
     assert_eq!(reader.by_id(Uuid::now_v7()).await.expect("read"), None);
     assert_eq!(

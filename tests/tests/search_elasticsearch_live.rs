@@ -21,7 +21,7 @@ use member_projections::projector::{
 };
 use member_projections::{MemberReader, MemberRecord, Sink, SinkError};
 use member_tests::elasticsearch::{ensure_cluster, fresh_index, remove};
-use member_tests::sink_contract::{self, Ids};
+use member_tests::sink_contract::Ids;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -46,11 +46,16 @@ async fn every_cluster_of_the_stack_answers() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn elasticsearch_passes_the_sink_contract() {
-    let index = fresh_index(SearchCluster::Primary, 2).await;
-    sink_contract::run_all(&index, &index).await;
+async fn open() -> (ElasticsearchIndex, ()) {
+    (fresh_index(SearchCluster::Primary, 2).await, ())
+}
+
+async fn close(index: ElasticsearchIndex, (): ()) {
     remove(&index).await;
+}
+
+mod contract {
+    member_tests::sink_contract_tests!(super::open, super::close);
 }
 
 /// The concrete index behind an alias, and its settings or mappings as the cluster reports them.

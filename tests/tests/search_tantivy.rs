@@ -48,16 +48,22 @@ fn random_card() -> Identity {
     card(&format!("{n:012}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tantivy_passes_the_sink_contract() {
+async fn open() -> (TantivyIndex, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let index = TantivyIndex::open(dir.path(), SearchCluster::Primary, REFRESH)
         .await
         .unwrap();
     assert_eq!(Sink::target(&index), "search-primary");
     assert_eq!(MemberReader::target(&index), "search-primary");
-    member_tests::sink_contract::run_all(&index, &index).await;
+    (index, dir)
+}
+
+async fn close(index: TantivyIndex, _dir: tempfile::TempDir) {
     index.close().await.unwrap();
+}
+
+mod contract {
+    member_tests::sink_contract_tests!(super::open, super::close);
 }
 
 #[tokio::test]

@@ -2,8 +2,12 @@
 
 use member_projections::memory::MemoryStore;
 
-#[tokio::test]
-async fn the_reference_store_meets_the_sink_contract() {
-    let store = MemoryStore::new("memory");
-    member_tests::sink_contract::run_all(&store, &store).await;
+async fn open() -> (MemoryStore, ()) {
+    (MemoryStore::new("memory"), ())
+}
+
+async fn close(_: MemoryStore, (): ()) {}
+
+mod contract {
+    member_tests::sink_contract_tests!(super::open, super::close);
 }

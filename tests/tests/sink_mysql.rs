@@ -8,7 +8,7 @@ use member_infra::mysql::{MysqlError, MysqlShards};
 use member_projections::fixtures::MemberHistory;
 use member_projections::{MemberReader, MemberRecord, Sink, SinkError};
 use member_tests::mysql::{drop_databases, fresh_settings, migrated};
-use member_tests::sink_contract::{self, Ids};
+use member_tests::sink_contract::Ids;
 use uuid::Uuid;
 
 /// A member with a mobile and a card, all at generation 1.
@@ -38,12 +38,16 @@ async fn count(shards: &MysqlShards, sql: &str, bind: Option<Vec<u8>>) -> i64 {
     q.fetch_one(shards.pool(0)).await.expect(sql)
 }
 
-#[tokio::test]
-async fn the_sink_contract_holds() {
-    let settings = fresh_settings(16, 4);
-    let shards = migrated(&settings).await;
-    sink_contract::run_all(&shards, &shards).await;
+async fn open() -> (MysqlShards, ()) {
+    (migrated(&fresh_settings(16, 4)).await, ())
+}
+
+async fn close(shards: MysqlShards, (): ()) {
     drop_databases(&shards).await;
+}
+
+mod contract {
+    member_tests::sink_contract_tests!(super::open, super::close);
 }
 
 #[tokio::test]

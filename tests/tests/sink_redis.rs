@@ -11,7 +11,7 @@ use member_infra::redis::{document_key, fence_key, identity_key, Expiry, RedisCe
 use member_projections::fixtures::MemberHistory;
 use member_projections::{MemberReader, MemberRecord, Sink, SinkError};
 use member_tests::redis::{center, center_with_expiry, raw, PrivateRedis};
-use member_tests::sink_contract::{self, Ids};
+use member_tests::sink_contract::Ids;
 use redis::AsyncCommands;
 use uuid::Uuid;
 
@@ -40,18 +40,26 @@ fn url(target: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn the_sink_contract_holds_on_center_a() {
-    let a = center("redis-a");
-    a.ping().await.expect("redis-a answers");
-    sink_contract::run_all(&a, &a).await;
+async fn open(target: &str) -> (RedisCenter, ()) {
+    let store = center(target);
+    store.ping().await.expect("the center answers");
+    (store, ())
 }
 
-#[tokio::test]
-async fn the_sink_contract_holds_on_center_b() {
-    let b = center("redis-b");
-    b.ping().await.expect("redis-b answers");
-    sink_contract::run_all(&b, &b).await;
+async fn close(_: RedisCenter, (): ()) {}
+
+mod contract_center_a {
+    async fn open() -> (super::RedisCenter, ()) {
+        super::open("redis-a").await
+    }
+    member_tests::sink_contract_tests!(open, super::close);
+}
+
+mod contract_center_b {
+    async fn open() -> (super::RedisCenter, ()) {
+        super::open("redis-b").await
+    }
+    member_tests::sink_contract_tests!(open, super::close);
 }
 
 #[tokio::test]
