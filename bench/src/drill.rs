@@ -1,7 +1,7 @@
 //! `member-bench drill`: the fail-over drill under order-class load against the release
 //! `member run` over an isolated environment. Redis A (a private redis-server) and MariaDB sit
-//! behind TCP proxies the drill cuts; the search primary gets an injected outage through
-//! `POST /admin/faults`; the broker (started by scripts/stack.sh) is restarted with
+//! behind TCP proxies the drill cuts; the search primary is a private Elasticsearch node the
+//! drill SIGKILLs and starts again (a crash, not an admin fault flag); the broker (started by scripts/stack.sh) is restarted with
 //! `stack.sh restart-service kafka`. Counts failed order-class requests, the time until reads
 //! moved (`X-Served-From`), and the time until each recovered store caught up.
 
@@ -22,6 +22,7 @@ use crate::member_process::MemberProcess;
 use crate::private_redis::PrivateRedis;
 use crate::report::{Report, Row};
 use crate::Common;
+use member_tests::elasticsearch::PrivateElasticsearch;
 use member_tests::proxy::FaultProxy;
 
 /// One order-class read: when (since the drill's start) and where it was served from (Err: failed).
@@ -43,26 +44,6 @@ async fn register(client: &reqwest::Client, url: &str, card: &str) -> anyhow::Re
     anyhow::ensure!(r.status().as_u16() == 201, "register: {}", r.status());
     let v: serde_json::Value = r.json().await?;
     v["version"].as_u64().context("version in the response")
-}
-
-async fn admin_fault(
-    client: &reqwest::Client,
-    url: &str,
-    backend: &str,
-    down: bool,
-) -> anyhow::Result<()> {
-    let r = client
-        .post(url)
-        .bearer_auth("local-admin-key")
-        .json(&json!({"backend": backend, "down": down}))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        r.status().is_success(),
-        "POST /admin/faults: {}",
-        r.status()
-    );
-    Ok(())
 }
 
 /// Which broker the drill restarts.
@@ -164,6 +145,8 @@ async fn drill(
             (RunningBroker::Private(b), Some(brokers))
         }
     };
+    // The search primary is a node of the drill's own, so that killing it kills nothing shared.
+    let mut search_primary = PrivateElasticsearch::start().await;
     let env = Isolated::create(
         &common.work_dir,
         "drill",
@@ -171,6 +154,7 @@ async fn drill(
             redis_a_url: Some(format!("redis://{}", redis_a_proxy.addr())),
             mysql_url: Some(format!("{credentials}@{}", mariadb_proxy.addr())),
             kafka_brokers,
+            search_primary_url: Some(search_primary.url()),
         },
     )
     .await?;
@@ -183,6 +167,7 @@ async fn drill(
         &redis_a,
         &redis_a_proxy,
         &mariadb_proxy,
+        &mut search_primary,
     )
     .await;
     env.drop_databases(&[], &[]).await;
@@ -199,6 +184,7 @@ async fn drill_in(
     redis_a: &PrivateRedis,
     redis_a_proxy: &FaultProxy,
     mariadb_proxy: &FaultProxy,
+    search_primary: &mut PrivateElasticsearch,
 ) -> anyhow::Result<()> {
     let mut app = MemberProcess::spawn(
         member_bin,
@@ -222,6 +208,7 @@ async fn drill_in(
     direct.mysql.url = member_infra::config::Settings::load()?.mysql.url;
     let redis_a_reader = Store::open(Target::RedisA, &direct).await?.reader();
     let mysql_reader = Store::open(Target::Mysql, &direct).await?.reader();
+    let search_primary_reader = Store::open(Target::SearchPrimary, &direct).await?.reader();
 
     let mut cards = Vec::new();
     for i in 0..200u64 {
@@ -324,14 +311,8 @@ async fn drill_in(
     marks.push(("redis A stopped", start.elapsed()));
     redis_a_proxy.stop();
     wait().await;
-    marks.push(("search primary outage injected", start.elapsed()));
-    admin_fault(
-        &client,
-        &env.query_url("/admin/faults"),
-        "search-primary",
-        true,
-    )
-    .await?;
+    marks.push(("search primary SIGKILLed", start.elapsed()));
+    search_primary.kill();
     wait().await;
     marks.push(("MariaDB stopped", start.elapsed()));
     mariadb_proxy.stop();
@@ -351,18 +332,20 @@ async fn drill_in(
         .context("no write succeeded")?;
     redis_a_proxy.restore();
     mariadb_proxy.restore();
-    admin_fault(
-        &client,
-        &env.query_url("/admin/faults"),
-        "search-primary",
-        false,
-    )
-    .await?;
+    // Started again on the same port and data; reads return to it only once its projection has
+    // caught up (ADR 0022).
+    let t = Instant::now();
+    search_primary.restart().await;
+    let search_primary_restart = t.elapsed();
     let key = IdentityKey::parse("elong_card", &last_written.card)?;
     let mut caught_up = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while caught_up.len() < 2 && Instant::now() < deadline {
-        for (name, reader) in [("redis-a", &redis_a_reader), ("mysql", &mysql_reader)] {
+    while caught_up.len() < 3 && Instant::now() < deadline {
+        for (name, reader) in [
+            ("redis-a", &redis_a_reader),
+            ("mysql", &mysql_reader),
+            ("search-primary", &search_primary_reader),
+        ] {
             if caught_up.contains_key(name) {
                 continue;
             }
@@ -448,7 +431,7 @@ async fn drill_in(
         "restored: time until reads were back on Redis A",
         ms(back),
     ));
-    for name in ["redis-a", "mysql"] {
+    for name in ["redis-a", "mysql", "search-primary"] {
         report.row(Row::new(
             format!("restored: time until {name} caught up with the writes made during its outage"),
             caught_up
@@ -457,6 +440,10 @@ async fn drill_in(
                 .unwrap_or("**not within 120 s**".into()),
         ));
     }
+    report.row(Row::new(
+        "search primary restart after its SIGKILL (start, yellow)",
+        format!("{:.1} s", search_primary_restart.as_secs_f64()),
+    ));
     report.row(Row::new(
         "broker restart (stop, start, answering)",
         format!("{:.1} s", broker_restart.as_secs_f64()),
@@ -474,9 +461,10 @@ async fn drill_in(
     ));
     report.command(format!(
         "member-bench drill: 8 order-class readers (2 ms pause), 1 writer (20/s); phases of {phase} s: \
-         healthy, Redis A cut (proxy {}), + search-primary fault (POST /admin/faults), + MariaDB cut (proxy {}), \
+         healthy, Redis A cut (proxy {}), + search-primary node SIGKILLed ({}), + MariaDB cut (proxy {}), \
          + broker restart, then all restored",
         redis_a_proxy.addr(),
+        search_primary.url(),
         mariadb_proxy.addr()
     ));
     Ok(())

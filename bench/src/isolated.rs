@@ -31,6 +31,8 @@ pub struct Overrides {
     pub redis_a_url: Option<String>,
     pub mysql_url: Option<String>,
     pub kafka_brokers: Option<String>,
+    /// The drill's own search-primary node (it SIGKILLs it).
+    pub search_primary_url: Option<String>,
 }
 
 impl Isolated {
@@ -84,6 +86,9 @@ impl Isolated {
             "[search.elasticsearch]\nindex_prefix = \"member_b_{}\"",
             tag.to_lowercase()
         )?;
+        if let Some(url) = &overrides.search_primary_url {
+            writeln!(toml, "primary_url = {url:?}")?;
+        }
         // The shipped quotas (5,000 reads/s per caller, 20,000/s in all; 10,000 writes/s for the
         // writer, 20,000/s in all) would cap the measurement itself: the benchmark measures
         // capacity, so its callers get quotas it cannot reach.
