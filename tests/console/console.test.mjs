@@ -5,6 +5,7 @@
 //   CONSOLE_ADMIN_KEY     a key with scope admin; CONSOLE_ORDER_KEY: a read key (class order)
 //   CONSOLE_MEMBER_ID, CONSOLE_MEMBER_MOBILE, CONSOLE_REQUEST_ID: a seeded member, its mobile
 //                         (+86...) and the request id its registration was sent with
+//   CONSOLE_DRIFTED_MEMBER_ID  a member deleted from MySQL behind its projector's back
 //   CONSOLE_SCREENSHOTS   where to write a PNG of each view
 //   CHROMIUM              the browser (default /usr/bin/chromium)
 // Steps run in order in one browser: each depends on the stack the previous one left.
@@ -25,6 +26,7 @@ const ORDER_KEY = env("CONSOLE_ORDER_KEY");
 const MEMBER_ID = env("CONSOLE_MEMBER_ID");
 const MOBILE = env("CONSOLE_MEMBER_MOBILE");
 const REQUEST_ID = env("CONSOLE_REQUEST_ID");
+const DRIFTED_ID = env("CONSOLE_DRIFTED_MEMBER_ID");
 const SHOTS = env("CONSOLE_SCREENSHOTS");
 mkdirSync(SHOTS, { recursive: true });
 
@@ -113,7 +115,8 @@ test("the admin key opens a session: HttpOnly, SameSite=Strict cookie; the pipel
     assert.equal(await row.locator("td").nth(3).textContent(), "available", target);
     assert.equal(await row.locator("td").nth(4).textContent(), "closed", target);
   }
-  await page.locator("#lag-chart svg polyline").first().waitFor();
+  // A flat line (no lag) has no height, so "attached", not "visible".
+  await page.locator("#lag-chart svg polyline").first().waitFor({ state: "attached" });
   await page.locator("#served-order").waitFor();
   await shot("pipeline");
 });
@@ -133,7 +136,7 @@ test("members: search by kind:value, mobiles masked, history with caller and req
   assert.equal(await history.first().locator("td.caller").textContent(), "local-writer");
   assert.equal(await history.first().locator("td.request-id").textContent(), REQUEST_ID);
   // Every store holds the member as the event store does (Redis may just not have it cached).
-  const findings = await page.locator("#stores tr.verify td[data-finding]").evaluateAll(
+  const findings = await page.locator("#stores td[data-finding]").evaluateAll(
     (cells) => cells.map((c) => c.dataset.finding),
   );
   assert.equal(findings.length, 6);
@@ -152,7 +155,7 @@ test("reveal shows the mobile and is audited: who, whose data, when", async () =
   await page.locator("#revealed").waitFor();
   assert.equal(await page.locator("#document td.identity[data-kind=mobile]").textContent(), MOBILE);
   const reveal = page.locator("#reveals tbody tr").first();
-  assert.equal(await reveal.locator("td.who").textContent(), "local-admin");
+  assert.equal(await reveal.locator("td.revealer").textContent(), "local-admin");
   const when = Date.parse(await reveal.locator("td").nth(1).textContent());
   assert.ok(Math.abs(Date.now() - when) < 120_000, "recorded now");
   assert.equal(await page.getAttribute("#member", "data-member-id"), MEMBER_ID);
@@ -192,6 +195,17 @@ test("routing: a fault injected from the console (after confirming) moves reads;
   assert.equal(from, "redis-a", "reads come back to the local center");
 });
 
+const mysqlFinding = () =>
+  page.getAttribute("#stores tr[data-store=mysql] td[data-finding]", "data-finding");
+
+test("members: a store that lost a member shows verify's difference, highlighted", async () => {
+  await page.goto(`${URL}/console/members?q=${DRIFTED_ID}`);
+  assert.equal(await mysqlFinding(), "missing");
+  assert.equal(await page.locator("#stores tr[data-store=mysql] td.diff").count() > 0, true);
+  assert.equal(await page.getAttribute("#stores tr[data-store=search-primary] td[data-finding]", "data-finding"), "equal");
+  await shot("members-drift");
+});
+
 test("jobs: a rebuild started from the console runs in the server to completion and stays listed", async () => {
   await page.click("nav a[href='/console/jobs']");
   await page.selectOption("#job-kind", "rebuild");
@@ -208,9 +222,11 @@ test("jobs: a rebuild started from the console runs in the server to completion 
   );
   assert.equal(await job.getAttribute("data-state"), "succeeded", await job.innerText());
   assert.match(await job.innerText(), /rebuilt mysql from \d+ members/);
-  // After the rebuild MySQL still holds the member as the event store does.
+  // The rebuild brought the lost member back; the others are still there.
+  await page.goto(`${URL}/console/members?q=${DRIFTED_ID}`);
+  assert.equal(await mysqlFinding(), "equal");
   await page.goto(`${URL}/console/members?q=${MEMBER_ID}`);
-  assert.equal(await page.getAttribute("#stores tr.verify td:nth-child(7)", "data-finding"), "equal");
+  assert.equal(await mysqlFinding(), "equal");
   // A verify of the rebuilt store finds nothing; past jobs stay listed.
   await page.goto(`${URL}/console/jobs`);
   await page.selectOption("#job-kind", "verify");

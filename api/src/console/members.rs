@@ -295,46 +295,58 @@ async fn member(
             slots.insert(slot(&i.key));
         }
     }
-    out.push_str("<h3>In each store</h3><div class=\"wide\"><table id=\"stores\"><thead><tr><th></th><th>event store</th>");
-    for (t, _) in &stored {
-        out.push_str(&format!("<th>{}</th>", t.as_str()));
+    // One row per store (the event store first: the truth), one column per field; a cell that
+    // differs from the truth is highlighted, and the last column is verify's verdict.
+    out.push_str(
+        "<h3>In each store</h3><div class=\"wide\"><table id=\"stores\"><thead><tr>\
+         <th>Store</th><th>version</th><th>status</th>",
+    );
+    for s in &slots {
+        out.push_str(&format!("<th>{}</th>", escape(s)));
     }
-    out.push_str("</tr></thead><tbody>");
-    let row = |name: &str, truth_value: String, value: &dyn Fn(&MemberDocument) -> String| {
-        let mut r = format!(
-            "<tr><th>{}</th><td>{}</td>",
-            escape(name),
-            escape(&truth_value)
+    out.push_str("<th>verify</th></tr></thead><tbody>");
+    let fields = |doc: &MemberDocument| -> Vec<String> {
+        let mut values = vec![doc.version.to_string(), status_of(doc)];
+        values.extend(
+            slots
+                .iter()
+                .map(|s| value_in(doc, s, reveal).unwrap_or_default()),
         );
-        for (_, doc) in &stored {
-            match doc {
-                Ok(Some(doc)) => {
-                    let v = value(doc);
-                    let class = if v == truth_value { "" } else { "diff" };
-                    r.push_str(&format!("<td class=\"{class}\">{}</td>", escape(&v)));
+        values
+    };
+    let truth_fields = fields(&truth);
+    out.push_str("<tr class=\"truth\"><th>event store</th>");
+    for v in &truth_fields {
+        out.push_str(&format!("<td>{}</td>", escape(v)));
+    }
+    out.push_str("<td>the truth</td></tr>");
+    for (target, doc) in &stored {
+        out.push_str(&format!(
+            "<tr data-store=\"{0}\"><th>{0}</th>",
+            target.as_str()
+        ));
+        let cache = matches!(target, Target::RedisA | Target::RedisB);
+        match doc {
+            Ok(Some(doc)) => {
+                for (v, t) in fields(doc).iter().zip(&truth_fields) {
+                    let class = if v == t { "" } else { "diff" };
+                    out.push_str(&format!("<td class=\"{class}\">{}</td>", escape(v)));
                 }
-                Ok(None) => r.push_str("<td class=\"muted\">—</td>"),
-                Err(_) => r.push_str("<td class=\"down\">error</td>"),
+            }
+            Ok(None) => {
+                // Absent from a cache is normal; from any other store it is the difference.
+                let class = if cache { "muted" } else { "diff" };
+                for _ in &truth_fields {
+                    out.push_str(&format!("<td class=\"{class}\">—</td>"));
+                }
+            }
+            Err(_) => {
+                for _ in &truth_fields {
+                    out.push_str("<td class=\"down\">?</td>");
+                }
             }
         }
-        r.push_str("</tr>");
-        r
-    };
-    out.push_str(&row("version", truth.version.to_string(), &|d| {
-        d.version.to_string()
-    }));
-    out.push_str(&row("status", status_of(&truth), &|d| status_of(d)));
-    for s in &slots {
-        out.push_str(&row(
-            s,
-            value_in(&truth, s, reveal).unwrap_or_default(),
-            &|d| value_in(d, s, reveal).unwrap_or_default(),
-        ));
-    }
-    out.push_str("<tr class=\"verify\"><th>verify</th><td>truth</td>");
-    for (target, doc) in &stored {
-        let cache = matches!(target, Target::RedisA | Target::RedisB);
-        let cell = match doc {
+        let verdict = match doc {
             Err(e) => format!(
                 "<td class=\"down\" data-finding=\"error\">{}</td>",
                 escape(e)
@@ -351,9 +363,10 @@ async fn member(
                 ),
             },
         };
-        out.push_str(&cell);
+        out.push_str(&verdict);
+        out.push_str("</tr>");
     }
-    out.push_str("</tr></tbody></table></div>");
+    out.push_str("</tbody></table></div>");
 
     // History.
     out.push_str("<h3>History</h3><table id=\"history\"><thead><tr><th>Version</th><th>Event</th><th>At</th><th>Caller</th><th>Request id</th><th>Detail</th></tr></thead><tbody>");
@@ -392,7 +405,7 @@ async fn member(
         out.push_str("<table id=\"reveals\"><thead><tr><th>Who</th><th>When</th><th>Request id</th></tr></thead><tbody>");
         for r in reveals.iter().rev() {
             out.push_str(&format!(
-                "<tr><td class=\"who\">{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td class=\"revealer\">{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&r.caller),
                 r.at.to_rfc3339_opts(SecondsFormat::Secs, true),
                 escape(&r.request_id)
