@@ -378,3 +378,42 @@ pub async fn start(
         .start(&state.console, kind, target, &operator.caller.name)?;
     Ok(Redirect::to("/console/jobs").into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_target_with_a_running_job_takes_no_second_one() {
+        let settings = member_infra::config::Settings::load_from(None, Vec::new()).unwrap();
+        let console = Arc::new(Console::new(&settings).unwrap());
+        // A running job (no outcome yet), as `start` leaves it.
+        let running = Arc::new(Job {
+            id: 7,
+            kind: Kind::Rebuild,
+            target: Target::Mysql,
+            started_by: "alice".into(),
+            started_at: Utc::now(),
+            observer: Observer::default(),
+            outcome: Mutex::new(None),
+        });
+        console.jobs.list().push(running.clone());
+        for kind in [Kind::Rebuild, Kind::Verify { repair: true }] {
+            match console.jobs.start(&console, kind, Target::Mysql, "bob") {
+                Err(ConsoleError::Conflict(message)) => {
+                    assert!(message.contains("job 7"), "{message}")
+                }
+                other => panic!("expected a conflict, got {:?}", other.map(|j| j.id)),
+            }
+        }
+        assert_eq!(console.jobs.snapshot().len(), 1, "nothing was added");
+        // Once it ended, its line stays and renders with its result.
+        finish(&running, Ok("rebuilt mysql".into()));
+        assert!(!running.running());
+        let html = render(&console);
+        assert!(
+            html.contains("data-state=\"succeeded\"") && html.contains("rebuilt mysql"),
+            "{html}"
+        );
+    }
+}
