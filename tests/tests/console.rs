@@ -10,6 +10,9 @@ use reqwest::header::{COOKIE, LOCATION, ORIGIN};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
+/// A form's fields.
+type Form<'a> = Vec<(&'a str, &'a str)>;
+
 fn client() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -192,7 +195,7 @@ async fn a_change_without_the_token_from_another_origin_or_unconfirmed_changes_n
         ]
     };
     let own_origin = format!("http://{}", app.query_api.unwrap());
-    let cases: Vec<(Vec<(&str, &str)>, Option<&str>, StatusCode)> = vec![
+    let cases: Vec<(Form, Option<&str>, StatusCode)> = vec![
         (
             fault("")
                 .into_iter()

@@ -213,12 +213,12 @@ mod tests {
     #[test]
     fn an_assignment_names_the_partitions_of_the_topic() {
         let mut bytes = vec![0, 0, 0, 0, 0, 2];
-        for (topic, parts) in [("other", vec![9]), ("member.events", vec![2, 0])] {
+        for (topic, parts) in [("other", vec![9i32]), ("member.events", vec![2, 0])] {
             bytes.extend((topic.len() as i16).to_be_bytes());
             bytes.extend(topic.as_bytes());
             bytes.extend((parts.len() as i32).to_be_bytes());
             for p in parts {
-                bytes.extend((p as i32).to_be_bytes());
+                bytes.extend(p.to_be_bytes());
             }
         }
         bytes.extend([0, 0, 0, 0]);
