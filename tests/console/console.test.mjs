@@ -169,6 +169,7 @@ test("routing: a fault injected from the console (after confirming) moves reads;
   // The confirmation step: nothing changed yet.
   await page.locator("#confirm").waitFor();
   assert.equal(await servedFrom(), "redis-a", "nothing changes before the confirmation");
+  await shot("routing-confirm");
   await page.click("#confirm-button");
   await page.locator("#clear-redis-a").waitFor();
   assert.equal(await page.textContent("#backends tr[data-backend=redis-a] td:nth-child(2)"), "faulted");
