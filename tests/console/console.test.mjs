@@ -187,6 +187,18 @@ test("routing: a fault injected from the console (after confirming) moves reads;
   await page.click("#clear-redis-a");
   await page.click("#confirm-button");
   await page.locator("#fault-redis-a").waitFor();
+  // A pin: the order class reads MySQL first, until the pin is released.
+  await page.selectOption("#pin-order-backend", "mysql");
+  await page.click("#pin-order");
+  await page.locator("#confirm").waitFor();
+  await page.click("#confirm-button");
+  await page.locator("#release-order").waitFor();
+  assert.match(await page.textContent("#chains tr[data-class=order] td.chain"), /^mysql/);
+  assert.equal(await servedFrom(), "mysql");
+  await page.click("#release-order");
+  await page.click("#confirm-button");
+  await page.locator("#pin-order").waitFor();
+  assert.equal(await page.locator("#release-order").count(), 0);
   // The breaker may need its projection to catch up once more: wait for reads to come back.
   const deadline = Date.now() + 30_000;
   let from;
@@ -212,6 +224,13 @@ test("jobs: a rebuild started from the console runs in the server to completion 
   await page.selectOption("#job-kind", "rebuild");
   await page.selectOption("#job-target", "mysql");
   await page.click("#start");
+  assert.equal(await page.locator("#job-list tbody tr").first().getAttribute("data-kind"), "rebuild");
+  // The job runs in the server: closing the page does not stop it.
+  const context = page.context();
+  await page.close();
+  page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  await page.goto(`${URL}/console/jobs`);
   const job = page.locator("#job-list tbody tr").first();
   assert.equal(await job.getAttribute("data-target"), "mysql");
   assert.equal(await job.getAttribute("data-kind"), "rebuild");
@@ -245,10 +264,21 @@ test("jobs: a rebuild started from the console runs in the server to completion 
   await shot("jobs");
 });
 
-test("governance: the scan's result is shown", async () => {
+test("governance: the scan's finding, repaired after a confirmation, is gone", async () => {
   await page.click("nav a[href='/console/governance']");
-  await page.locator("#no-findings, #findings").first().waitFor();
+  const finding = page.locator("#findings tbody tr").first();
+  assert.equal(await page.locator("#findings tbody tr").count(), 1);
+  assert.match(await finding.innerText(), /unresolvable/);
   await shot("governance");
+  await finding.locator("select[name=resolution]").selectOption("dismiss");
+  await finding.locator("input[name=note]").fill("OPS-1: test data");
+  await finding.locator("button[type=submit]").click();
+  await page.locator("#confirm").waitFor();
+  assert.match(await page.textContent("#confirm .what"), /dismiss.*local-admin/s);
+  await page.click("#confirm-button");
+  await page.locator("#repaired").waitFor();
+  await page.click("nav a[href='/console/governance']");
+  await page.locator("#no-findings").waitFor();
 });
 
 test("sign-out ends the session", async () => {

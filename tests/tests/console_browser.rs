@@ -16,6 +16,7 @@ use member_tests::app::{spawn_app, wait_converged};
 use member_tests::console::{
     browser_test_dir, chromium, require_browser_dependencies, screenshot_dir,
 };
+use member_tests::process::member_binary;
 use member_tests::sink_contract::Ids;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -88,6 +89,26 @@ async fn the_console_in_headless_chromium() {
             .await
             .unwrap(),
         None
+    );
+
+    // A legacy record the import quarantines as unresolvable: a governance finding to repair.
+    let legacy = tempfile::tempdir().unwrap();
+    let file = legacy.path().join("legacy.jsonl");
+    std::fs::write(
+        &file,
+        "{\"legacy_id\": \"console-junk\", \"mobile\": \"999\"}\n",
+    )
+    .unwrap();
+    let import = std::process::Command::new(member_binary())
+        .args(["import", "--from", file.to_str().unwrap()])
+        .env("MEMBER__POSTGRES__URL", &app.settings.postgres.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run member import");
+    assert_eq!(
+        import.status.code(),
+        Some(2),
+        "one record quarantined: {import:?}"
     );
 
     let shots = screenshot_dir();
