@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Lets tests find the stack script (to stop/start Redis B and the broker) wherever they run from.
 export MEMBER_STACK_SCRIPT := $(STACK)
 
-.PHONY: help stack-up stack-down stack-status broker-restart build run test lint fmt bench drill drill-kafka
+.PHONY: help stack-up stack-down stack-status broker-restart build run test test-console console-screenshots lint fmt bench drill drill-kafka
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -39,12 +39,23 @@ build: ## cargo build --workspace
 run: stack-up ## stack-up, then run everything in one process (member run, release build)
 	$(CARGO) run --release -p member-api --bin member -- run
 
-test: stack-up ## stack-up, build the member binary, then cargo test --workspace --all-targets
+test: stack-up ## stack-up, build the member binary, then cargo test --workspace --all-targets (the console's browser test among them)
 	@$(CURDIR)/scripts/clean-test-data.sh
+	@# The console's browser test (tests/tests/console_browser.rs) drives Debian's chromium with
+	@# playwright-core: install them when missing.
+	@$(CURDIR)/scripts/console-test-deps.sh
 	@# Tests that kill and restart processes run target/debug/member: build it first (cargo test
 	@# builds bin targets only as test harnesses).
 	$(CARGO) build -p member-api --bin member
 	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+test-console: stack-up ## Only the console's tests: HTTP (sessions, CSRF, jobs) and the browser test in headless chromium
+	@$(CURDIR)/scripts/console-test-deps.sh
+	$(CARGO) test -p member-tests --test console --test console_browser
+
+console-screenshots: stack-up ## Run the browser test and write its screenshots into docs/console/ (for docs/console.md)
+	@$(CURDIR)/scripts/console-test-deps.sh
+	CONSOLE_SCREENSHOTS=docs $(CARGO) test -p member-tests --test console_browser
 
 bench: ## Benchmarks against same-run baselines (release build; BENCH=query,... for a subset); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/bench.sh

@@ -5,6 +5,7 @@ pub mod access;
 pub mod app;
 pub mod cli;
 pub mod command_api;
+pub mod console;
 pub mod http;
 pub mod query_api;
 pub mod run;

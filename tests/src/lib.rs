@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod console;
 pub mod elasticsearch;
 pub mod eventually;
 pub mod kafka;

@@ -60,7 +60,10 @@ pub async fn history(
 }
 
 /// One event as the history shows it: type, version, cause, then the payload's fields.
-fn entry((event_type, sequence, payload, metadata, recorded_at): EventRow, reveal: bool) -> Value {
+pub(crate) fn entry(
+    (event_type, sequence, payload, metadata, recorded_at): EventRow,
+    reveal: bool,
+) -> Value {
     let meta = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
     let at =
         meta(cause::AT).unwrap_or_else(|| recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true));

@@ -4,7 +4,7 @@ mod access;
 mod bind;
 mod errors;
 mod extract;
-mod history;
+pub(crate) mod history;
 mod idempotency;
 mod register;
 mod unbind;

@@ -48,15 +48,27 @@ pub async fn faults(
     body: Result<ApiJson<FaultRequest>, QueryError>,
 ) -> Result<Json<Value>, QueryError> {
     let ApiJson(request) = body?;
-    let target = target(&request.backend)?;
-    state.registry().backend(target).set_faulted(request.down);
+    let target = set_fault(&state, &caller.name, &request.backend, request.down)?;
+    Ok(Json(backend_status(&state, target)))
+}
+
+/// Injects (`down`) or clears an outage of `backend`, logged with the caller's name. Shared by
+/// `POST /admin/faults` and the console; bad input changes nothing.
+pub fn set_fault(
+    state: &AppState,
+    caller: &str,
+    backend: &str,
+    down: bool,
+) -> Result<Target, QueryError> {
+    let target = target(backend)?;
+    state.registry().backend(target).set_faulted(down);
     tracing::warn!(
         backend = target.as_str(),
-        down = request.down,
-        caller = %caller.name,
+        down,
+        caller,
         "backend fault set by an operator"
     );
-    Ok(Json(backend_status(&state, target)))
+    Ok(target)
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,10 +86,26 @@ pub async fn routing(
     body: Result<ApiJson<RoutingRequest>, QueryError>,
 ) -> Result<Json<Value>, QueryError> {
     let ApiJson(request) = body?;
-    let class = ReadClass::parse(&request.class).ok_or_else(|| {
+    let (class, pin) = set_pin(&state, &caller.name, &request.class, request.pin.as_deref())?;
+    Ok(Json(json!({
+        "class": class.as_str(),
+        "pin": pin.map(|t| t.as_str()),
+        "chain": state.registry().chain(class).iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+    })))
+}
+
+/// Pins `pin` for `class` (or releases the pin: `None`), logged with the caller's name. Shared by
+/// `POST /admin/routing` and the console; bad input changes nothing.
+pub fn set_pin(
+    state: &AppState,
+    caller: &str,
+    class: &str,
+    pin: Option<&str>,
+) -> Result<(ReadClass, Option<Target>), QueryError> {
+    let class = ReadClass::parse(class).ok_or_else(|| {
         QueryError::InvalidRequest("class must be \"order\" or \"marketing\"".into())
     })?;
-    let pin = request.pin.as_deref().map(target).transpose()?;
+    let pin = pin.map(target).transpose()?;
     state
         .registry()
         .set_pin(class, pin)
@@ -85,14 +113,10 @@ pub async fn routing(
     tracing::warn!(
         class = class.as_str(),
         pin = pin.map(|t| t.as_str()),
-        caller = %caller.name,
+        caller,
         "routing pin set by an operator"
     );
-    Ok(Json(json!({
-        "class": class.as_str(),
-        "pin": pin.map(|t| t.as_str()),
-        "chain": state.registry().chain(class).iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-    })))
+    Ok((class, pin))
 }
 
 fn backend_status(state: &AppState, target: Target) -> Value {

@@ -48,6 +48,8 @@ pub struct AppState {
     pub callers: Arc<Callers>,
     pub flow: Arc<FlowControl>,
     pub reads: Arc<ReadPath>,
+    /// The operations console (api/src/console/).
+    pub console: Arc<crate::console::Console>,
 }
 
 impl AppState {
@@ -93,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/routing", post(admin::routing))
         .route("/admin/status", get(admin::status))
         .with_state(state.clone())
+        .merge(crate::console::router(state.clone()))
         .merge(crate::http::operational_routes(state))
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
@@ -127,6 +130,7 @@ impl QueryApi {
             callers: Arc::new(Callers::from_settings(&settings.callers)),
             flow: Arc::new(FlowControl::new(&q.flow)),
             reads: Arc::new(ReadPath::new(registry, &q.cache)),
+            console: Arc::new(crate::console::Console::new(settings)?),
         };
         let listener = TcpListener::bind(listen)
             .await
@@ -154,6 +158,8 @@ impl QueryApi {
             Arc::downgrade(&self.state.flow),
             Arc::downgrade(&self.state.reads),
         ));
+        let console_sampler = crate::console::spawn_background(&self.state);
+        let console = self.state.console.clone();
         let served = crate::server::serve(
             self.listener,
             router(self.state),
@@ -163,6 +169,9 @@ impl QueryApi {
         .await
         .context("serving the query api");
         housekeeping.abort();
+        console_sampler.abort();
+        // Console jobs stop like a tool on SIGTERM: a rebuild removes its partial build.
+        console.jobs.stop_all(Duration::from_secs(30)).await;
         served
     }
 }

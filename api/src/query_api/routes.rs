@@ -95,6 +95,7 @@ async fn serve(
     match result {
         Ok(served) => {
             metrics::request(class, "ok");
+            state.console.samples.served(caller.class, served.from);
             let body = served.doc.public(caller.class == ReadClass::Marketing);
             let mut response = Json(body).into_response();
             response

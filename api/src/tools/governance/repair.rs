@@ -112,6 +112,31 @@ pub async fn run(pool: PgPool, args: RepairArgs, shutdown: &Shutdown) -> anyhow:
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
+/// Resolves one entry for the console (the same checks and audit as the CLI): what was done,
+/// or why not.
+pub async fn resolve(
+    pool: &PgPool,
+    name: &str,
+    resolution: Resolution,
+    actor: &str,
+    note: &str,
+) -> anyhow::Result<String> {
+    let (actor, note) = (actor.trim(), note.trim());
+    if actor.is_empty() || note.is_empty() || actor.len() > 200 || note.len() > 1000 {
+        bail!("an actor (1-200 characters) and a note (1-1000 characters) are required");
+    }
+    let service = CommandService::new(pool.clone());
+    resolve_one(
+        pool,
+        &service,
+        name,
+        resolution,
+        &Audit { actor, note },
+        false,
+    )
+    .await
+}
+
 async fn resolve_one(
     pool: &PgPool,
     service: &CommandService,
