@@ -41,3 +41,21 @@ pub async fn drop_databases(shards: &MysqlShards) {
     }
     admin.close().await.expect("close");
 }
+
+/// Members rows in every logical shard's table of `set` (0 for a table that does not exist).
+pub async fn member_rows(
+    shards: &member_infra::mysql::MysqlShards,
+    logical_shards: u32,
+    set: &str,
+) -> i64 {
+    let mut total = 0;
+    for shard in 0..logical_shards {
+        let pool = shards.pool(shards.shard_map().database_index_of(shard));
+        let n: Result<i64, _> =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM `members_{set}_{shard:04}`"))
+                .fetch_one(pool)
+                .await;
+        total += n.unwrap_or(0);
+    }
+    total
+}

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use member_tests::process::member_binary;
-use member_tests::WRITER_KEY;
+use member_tests::{ADMIN_KEY, WRITER_KEY};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -206,6 +206,21 @@ async fn refusals_leave_no_identity_value_in_the_service_or_postgres_log() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
+    // A reveal of the history is an access, logged with who and whose, never with the values.
+    let r = reqwest::Client::new()
+        .get(format!("{base}/v1/members/{a}/history?reveal=true"))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-request-id", "reveal-audit-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let revealed = r.text().await.unwrap();
+    assert!(
+        revealed.contains(&mobile),
+        "the values are revealed: {revealed}"
+    );
+
     // Stop the service so its log is complete, and let PostgreSQL's logger catch up.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -235,6 +250,18 @@ async fn refusals_leave_no_identity_value_in_the_service_or_postgres_log() {
     };
     let service = std::fs::read_to_string(&service_log).unwrap();
     assert!(service.contains("command api listening"), "{service}");
+    let audit: Vec<&str> = service
+        .lines()
+        .filter(|l| l.contains("identity values revealed"))
+        .collect();
+    assert_eq!(audit.len(), 1, "one audited reveal:\n{service}");
+    for part in ["audit", "local-admin", a.as_str(), "reveal-audit-test"] {
+        assert!(
+            audit[0].contains(part),
+            "the audit line names {part}: {}",
+            audit[0]
+        );
+    }
     let normalized = format!("+86{mobile}");
     let values = [
         mobile.as_str(),

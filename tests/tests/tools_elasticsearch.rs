@@ -23,8 +23,13 @@ use uuid::Uuid;
 
 const TARGET: Target = Target::SearchPrimary;
 
-/// A second handle on the test's indices, for looking and damaging behind the projector.
-async fn handle(settings: &member_infra::config::Settings) -> ElasticsearchIndex {
+/// A second handle on the test's indices in the cluster of `target`, for looking and damaging
+/// behind the projector.
+async fn handle(settings: &member_infra::config::Settings, target: Target) -> ElasticsearchIndex {
+    let cluster = SearchCluster::ALL
+        .into_iter()
+        .find(|c| c.target() == target.as_str())
+        .expect("an Elasticsearch target");
     let es = &settings.search.elasticsearch;
     let options = IndexOptions {
         index: es.index_prefix.clone(),
@@ -32,7 +37,7 @@ async fn handle(settings: &member_infra::config::Settings) -> ElasticsearchIndex
         replicas: es.replicas,
         refresh: Duration::from_millis(settings.search.refresh_ms),
     };
-    ElasticsearchIndex::connect(&es.primary_url, SearchCluster::Primary, options)
+    ElasticsearchIndex::connect(cluster.elasticsearch_url(settings), cluster, options)
         .await
         .expect("the test's indices")
 }
@@ -92,7 +97,7 @@ async fn rebuild_swaps_a_caught_up_generation_in_behind_the_aliases_while_comman
         Duration::from_secs(30),
     )
     .await;
-    let index = handle(&settings).await;
+    let index = handle(&settings, TARGET).await;
     let prefix = index.index().to_owned();
     assert_eq!(
         aliased(&index).await,
@@ -116,6 +121,28 @@ async fn rebuild_swaps_a_caught_up_generation_in_behind_the_aliases_while_comman
             written
         }
     });
+    // Live reads through the aliases during the rebuild: every member registered before it is
+    // found, by id and by its card, on every pass (a half-built index behind the alias would
+    // miss some).
+    let live = tokio::spawn({
+        let (stop, reader, before) = (stop.clone(), app.reader(TARGET).await, truth.clone());
+        async move {
+            let mut passes = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                for (id, doc) in &before {
+                    let by_id = reader.by_id(*id).await.expect("a read by id");
+                    assert!(
+                        by_id.is_some_and(|d| d.version >= doc.version),
+                        "member {id} missing or older during the rebuild"
+                    );
+                    let by_card = reader.by_identity(&card_of(doc)).await.expect("a read");
+                    assert_eq!(by_card.map(|d| d.member_id), Some(*id), "by card, {id}");
+                }
+                passes += 1;
+            }
+            passes
+        }
+    });
     let ran = run_member(
         &settings,
         &[
@@ -130,6 +157,8 @@ async fn rebuild_swaps_a_caught_up_generation_in_behind_the_aliases_while_comman
     .await;
     stop.store(true, Ordering::Relaxed);
     let written = writer.await.unwrap();
+    let passes = live.await.expect("live reads never missed a member");
+    assert!(passes >= 1, "the live reader made at least one full pass");
     assert_eq!(
         ran.code, 0,
         "rebuild failed: {}\n{}",
@@ -210,13 +239,27 @@ async fn write_raw(index: &ElasticsearchIndex, operations: Vec<BulkOperation<Val
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it() {
+async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it_on_search_primary() {
+    verify_and_repair(Target::SearchPrimary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it_on_search_backup() {
+    verify_and_repair(Target::SearchBackup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it_on_search_marketing() {
+    verify_and_repair(Target::SearchMarketing).await;
+}
+
+async fn verify_and_repair(target: Target) {
     let (settings, pool, data_dir) = isolated_settings().await;
     let app = spawn_app_with(
         settings.clone(),
         pool.clone(),
         data_dir,
-        &[Role::Relay, Role::Projector(TARGET)],
+        &[Role::Relay, Role::Projector(target)],
     )
     .await;
     let commands = CommandService::new(pool.clone());
@@ -227,14 +270,14 @@ async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it() {
     }
     let truth = app.truth().await;
     wait_converged(
-        app.reader(TARGET).await.as_ref(),
+        app.reader(target).await.as_ref(),
         &truth,
         Duration::from_secs(30),
     )
     .await;
     let ran = run_member(
         &settings,
-        &["verify", "--target", TARGET.as_str(), "--json"],
+        &["verify", "--target", target.as_str(), "--json"],
     )
     .await;
     assert_eq!(
@@ -247,7 +290,7 @@ async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it() {
     let extra = Uuid::now_v7();
     let card = card_of(&truth[&misrouted]);
     let generation = truth[&misrouted].generation_of(&card).unwrap();
-    let index = handle(&settings).await;
+    let index = handle(&settings, target).await;
     let member_op = |doc: &MemberDocument, version: u64| -> BulkOperation<Value> {
         let id = doc.member_id.to_string();
         BulkOperation::index(json!({"member_id": id, "status": "active", "doc": doc}))
@@ -294,7 +337,7 @@ async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it() {
             let mut args = vec![
                 "verify",
                 "--target",
-                TARGET.as_str(),
+                target.as_str(),
                 "--json",
                 "--settle-ms",
                 "200",
@@ -329,7 +372,7 @@ async fn verify_finds_damage_behind_the_projector_and_repair_fixes_it() {
     assert_eq!(ran.json()["remaining"], 0);
     let ran = verify(false).await;
     assert_eq!(ran.code, 0, "after repair: {}\n{}", ran.stdout, ran.stderr);
-    let reader = app.reader(TARGET).await;
+    let reader = app.reader(target).await;
     assert_eq!(reader.by_id(extra).await.unwrap(), None);
     for member in [missing, diverged] {
         assert_eq!(

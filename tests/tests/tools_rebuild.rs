@@ -315,24 +315,6 @@ async fn bad_rebuild_and_verify_arguments_are_refused_with_a_clear_error_and_cha
     assert_eq!(created, 0);
 }
 
-/// Members rows in every logical shard's table of `set` (0 for a table that does not exist).
-async fn member_rows(
-    shards: &member_infra::mysql::MysqlShards,
-    logical_shards: u32,
-    set: &str,
-) -> i64 {
-    let mut total = 0;
-    for shard in 0..logical_shards {
-        let pool = shards.pool(shards.shard_map().database_index_of(shard));
-        let n: Result<i64, _> =
-            sqlx::query_scalar(&format!("SELECT count(*) FROM `members_{set}_{shard:04}`"))
-                .fetch_one(pool)
-                .await;
-        total += n.unwrap_or(0);
-    }
-    total
-}
-
 /// The generation directories of the primary search cluster.
 fn generation_dirs(settings: &member_infra::config::Settings) -> Vec<String> {
     let root = member_infra::search::tantivy::cluster_dir(
@@ -384,7 +366,7 @@ async fn a_signal_stops_a_rebuild_before_the_hand_over_and_leaves_the_live_store
         Duration::from_secs(60),
         || {
             let shards = &shards;
-            async move { member_rows(shards, logical_shards, "next").await > 50 }
+            async move { member_tests::mysql::member_rows(shards, logical_shards, "next").await > 50 }
         },
     )
     .await;
@@ -406,7 +388,10 @@ async fn a_signal_stops_a_rebuild_before_the_hand_over_and_leaves_the_live_store
     .await
     .unwrap();
     assert_eq!(next_tables, 0, "the partial table set was dropped");
-    assert_eq!(member_rows(&shards, logical_shards, "live").await, 0);
+    assert_eq!(
+        member_tests::mysql::member_rows(&shards, logical_shards, "live").await,
+        0
+    );
     // (The rebuild creates an empty live generation when there is none.)
     let live = live_generation(&settings);
     let mut expected_dirs = generations_before.clone();
@@ -427,7 +412,10 @@ async fn a_signal_stops_a_rebuild_before_the_hand_over_and_leaves_the_live_store
     .await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(ran.json()["members"].as_i64(), Some(MEMBERS));
-    assert_eq!(member_rows(&shards, logical_shards, "live").await, MEMBERS);
+    assert_eq!(
+        member_tests::mysql::member_rows(&shards, logical_shards, "live").await,
+        MEMBERS
+    );
     assert_ne!(
         live_generation(&settings),
         live,

@@ -299,3 +299,65 @@ async fn verify_reports_what_was_damaged_behind_the_projectors_back_and_repair_f
     assert!(ran.stdout.contains("no differences"), "{}", ran.stdout);
     member_tests::mysql::drop_databases(&shards).await;
 }
+
+/// The first SIGINT stops `member verify` before it repairs anything, with exit code 130 and a
+/// message saying how to go on. The verify is held in its settle delay (ten minutes) with
+/// differences found, so an exit within seconds is the signal's doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_stops_a_verify_before_any_repair() {
+    use member_tests::process::{send_signal, spawn_member_captured, wait_exit, Signal};
+    let (settings, pool, _data_dir) = isolated_settings().await;
+    let shards = member_tests::mysql::migrated(&settings.mysql).await;
+    let ran = run_member(&settings, &["seed", "--members", "300", "--bulk"]).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let connections = || {
+        let (pool, database) = (pool.clone(), database.clone());
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(database)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            n
+        }
+    };
+    let before = connections().await;
+    // Nothing was projected: every member is missing from MySQL, and repair would write them.
+    let child = spawn_member_captured(
+        &[
+            "verify",
+            "--target",
+            "mysql",
+            "--repair",
+            "--settle-ms",
+            "600000",
+        ],
+        &member_tests::tools::member_env(&settings),
+    );
+    member_tests::eventually(
+        "the verify reads the event store",
+        Duration::from_secs(60),
+        || {
+            let connections = &connections;
+            async move { connections().await > before }
+        },
+    )
+    .await;
+    send_signal(child.id(), Signal::Interrupt);
+    let out = wait_exit(child, Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("before any repair; run the same command again"),
+        "{stderr}"
+    );
+    let rows =
+        member_tests::mysql::member_rows(&shards, settings.mysql.logical_shards, "live").await;
+    assert_eq!(rows, 0, "nothing was repaired");
+}
