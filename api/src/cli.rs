@@ -97,6 +97,21 @@ pub enum Command {
     Import(crate::tools::import::ImportArgs),
     /// Find and resolve abnormal bindings in imported data (audited).
     Governance(crate::tools::governance::GovernanceArgs),
+    /// Erase a member's personal data (PIPL art. 47, GDPR art. 17), as
+    /// `POST /v1/members/{id}/erasure` does: its identities are released for others to bind,
+    /// every store deletes its document, no rebuild brings it back. Idempotent.
+    ///
+    /// Prints the receipt `{"member_id", "accepted_at"}`; `GET /v1/members/{id}/erasure` shows
+    /// when each store applied it. Exit code 0 when accepted (now or before), 3 when the member
+    /// does not exist, 1 on failure.
+    #[command(
+        after_help = "Example:\n  member erase --member-id 0190f0c4-2b1e-7cc3-9a53-3b1c1b0e7a11"
+    )]
+    Erase {
+        /// The member to erase.
+        #[arg(long)]
+        member_id: uuid::Uuid,
+    },
 }
 
 /// Exit codes of `member verify`.

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use member_domain::IdentityKey;
+use member_domain::{IdentityKey, MemberStatus};
 use member_infra::config::QueryCacheSettings;
 use member_projections::routing::{is_cache, ReadClass};
 use member_projections::{MemberDocument, MemberReader, SinkError, Target};
@@ -103,6 +103,16 @@ fn older_owner(lookup: &Lookup, doc: &MemberDocument, owner: Option<(Uuid, u64)>
     owner.is_some_and(|(_, served)| served > generation)
 }
 
+/// An erased member is a tombstone in every store (its version keeps replays from bringing it
+/// back, see docs/decisions/0033); readers are told it does not exist.
+fn not_erased(served: Served) -> Result<Served, QueryError> {
+    if served.doc.status == MemberStatus::Erased {
+        Err(QueryError::MemberNotFound)
+    } else {
+        Ok(served)
+    }
+}
+
 /// A document and where it came from.
 #[derive(Debug, Clone)]
 pub struct Served {
@@ -167,7 +177,7 @@ impl ReadPath {
             let floor = self.served.get(&doc.member_id).map(|d| d.version);
             if floor.is_none_or(|f| f <= doc.version) && !older_owner(lookup, &doc, owner) {
                 metrics::cache("near", true);
-                return Ok(Served {
+                return not_erased(Served {
                     doc,
                     from: "near-cache",
                 });
@@ -179,7 +189,7 @@ impl ReadPath {
         if hot {
             self.near.insert(key.to_owned(), served.doc.clone());
         }
-        Ok(served)
+        not_erased(served)
     }
 
     async fn read_chain(
