@@ -278,7 +278,44 @@ impl ReadPath {
                 from: target.as_str(),
             });
         }
+        if negative && matches!(lookup, Lookup::Identity(_)) {
+            self.refresh_last_served(class, key, behind_member).await;
+        }
         self.nothing_current(class_name, lookup, key, behind_member, negative)
+    }
+
+    /// Before an identity lookup falls back to the last copy served of its candidate members
+    /// (because the stores said nobody holds the identity), reads those members by id: a store
+    /// holding a newer version (one that released the identity, or the tombstone of an erased
+    /// member, docs/decisions/0033) replaces the copy, so the fallback never serves what a store
+    /// already knows to be gone. Only newer versions are kept: reads stay monotonic.
+    async fn refresh_last_served(&self, class: ReadClass, key: &str, behind: Option<Uuid>) {
+        let candidates: Vec<Uuid> = behind
+            .into_iter()
+            .chain(self.owners.get(key).map(|(member, _)| member))
+            .filter(|m| self.served.contains_key(m))
+            .collect();
+        for member in candidates {
+            for target in self.registry.chain(class) {
+                let backend = self.registry.backend(target);
+                if backend.faulted() || !backend.try_acquire() {
+                    continue;
+                }
+                let started = Instant::now();
+                let read = tokio::time::timeout(backend.timeout, backend.reader.by_id(member));
+                match read.await {
+                    Ok(Ok(found)) => {
+                        backend.record(true, started.elapsed());
+                        let last = self.served.get(&member).map_or(0, |d| d.version);
+                        if let Some(doc) = found.filter(|d| d.version > last) {
+                            self.remember(Arc::new(doc));
+                            break;
+                        }
+                    }
+                    _ => backend.record(false, started.elapsed()),
+                }
+            }
+        }
     }
 
     /// No backend gave a current answer: serve the last served copy when backends answered with
