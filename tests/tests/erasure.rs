@@ -571,17 +571,21 @@ async fn erasures_during_a_rebuild_stay_erased_and_a_rebuild_does_not_bring_them
         .await;
     }
 
-    // Erase half of the members while both stores are rebuilt.
+    // Erase half of the members, one every 20 ms, while both stores are rebuilt.
+    let started = tokio::time::Instant::now();
     let eraser = tokio::spawn({
         let (commands, pool, victims) = (commands.clone(), pool.clone(), members[..20].to_vec());
         async move {
             let cause = member_infra::event_store::cause::Cause::new("test", "rebuild-race");
+            let mut done = Vec::new();
             for m in victims {
                 member_infra::event_store::erasure::erase(&commands, &pool, &cause, m)
                     .await
                     .unwrap();
-                tokio::task::yield_now().await;
+                done.push(tokio::time::Instant::now());
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            done
         }
     });
     let ran = member_tests::tools::run_member(
@@ -596,8 +600,17 @@ async fn erasures_during_a_rebuild_stay_erased_and_a_rebuild_does_not_bring_them
         ],
     )
     .await;
-    eraser.await.unwrap();
+    let finished = tokio::time::Instant::now();
+    let done = eraser.await.unwrap();
     assert_eq!(ran.code, 0, "rebuild failed: {}", ran.stderr);
+    let during = done
+        .iter()
+        .filter(|t| **t > started && **t < finished)
+        .count();
+    assert!(
+        during >= 2,
+        "erasures overlapped the rebuild: {during} of 20"
+    );
 
     erased_half(&app, &TARGETS, &members).await;
     // The mysql dump names none of the erased members' cards or accounts.
