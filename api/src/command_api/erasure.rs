@@ -76,7 +76,10 @@ pub async fn receipt(
         "accepted_at": receipt.accepted_at.to_rfc3339_opts(SecondsFormat::Micros, true),
         "version": receipt.version,
         "stores": stores,
-        "complete": complete,
+        "event_store_purged_at": receipt
+            .purged_at
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        "complete": complete && receipt.purged_at.is_some(),
     }))
     .into_response())
 }

@@ -26,6 +26,9 @@ pub struct ErasureReceipt {
     /// Every target that has applied the erasure, with when (targets not listed have not yet).
     #[serde(skip)]
     pub applied: Vec<(String, DateTime<Utc>)>,
+    /// When the member's identity values were redacted from the event log (migration 0008).
+    #[serde(skip)]
+    pub purged_at: Option<DateTime<Utc>>,
 }
 
 /// Erases the member on behalf of `cause`, or finds that it was erased already. Either way the
@@ -55,12 +58,13 @@ pub async fn erase(
 
 /// The receipt of the member's erasure, if it was erased.
 pub async fn receipt(pool: &PgPool, member_id: Uuid) -> sqlx::Result<Option<ErasureReceipt>> {
-    let Some((version, accepted_at)) = sqlx::query_as::<_, (i64, DateTime<Utc>)>(
-        "SELECT version, accepted_at FROM member_erasures WHERE member_id = $1",
-    )
-    .bind(member_id)
-    .fetch_optional(pool)
-    .await?
+    let Some((version, accepted_at, purged_at)) =
+        sqlx::query_as::<_, (i64, DateTime<Utc>, Option<DateTime<Utc>>)>(
+            "SELECT version, accepted_at, purged_at FROM member_erasures WHERE member_id = $1",
+        )
+        .bind(member_id)
+        .fetch_optional(pool)
+        .await?
     else {
         return Ok(None);
     };
@@ -76,6 +80,7 @@ pub async fn receipt(pool: &PgPool, member_id: Uuid) -> sqlx::Result<Option<Eras
         accepted_at,
         version: version as u64,
         applied,
+        purged_at,
     }))
 }
 
@@ -95,6 +100,15 @@ pub async fn record_applied(pool: &PgPool, target: &str, members: &[Uuid]) -> sq
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Redacts the identity values of erased members whose erasure every relay has published
+/// (migration 0008, `member_purge_erasures`). Returns how many members were purged. The relay
+/// calls it after storing a checkpoint.
+pub async fn purge_published(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT member_purge_erasures()")
+        .fetch_one(pool)
+        .await
 }
 
 /// Whether the member was erased (its receipt exists).
