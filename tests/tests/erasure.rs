@@ -233,7 +233,7 @@ fn mysql_dump(settings: &member_infra::config::Settings) -> String {
         .args(["--skip-comments", "--skip-extended-insert", "--databases"])
         .args(&settings.mysql.databases)
         .output()
-        .expect("mysqldump runs");
+        .expect("mysqldump runs (Debian package mariadb-client, installed with mariadb-server)");
     assert!(
         out.status.success(),
         "{}",
