@@ -107,7 +107,7 @@ async fn erasure_is_accepted_once_idempotent_and_scoped() {
         purged, 0,
         "nothing is purged before a relay published the erasure"
     );
-    let dump = event_store_dump_but_owners(&app.pool).await;
+    let dump = event_store_dump(&app.pool).await;
     assert!(
         dump.contains(ids.card.value()),
         "the unpublished erasure's events keep their values"
@@ -300,13 +300,12 @@ async fn search_dump(settings: &member_infra::config::Settings) -> String {
     dump
 }
 
-/// What every table of the event store holds, except the owner table (whose released keys are
-/// the part of issue 21 not done yet: see docs/operations/erasure.md).
-async fn event_store_dump_but_owners(pool: &PgPool) -> String {
+/// What every table of the event store holds.
+async fn event_store_dump(pool: &PgPool) -> String {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
          WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
-           AND table_name NOT IN ('identity_owners', '_sqlx_migrations')",
+           AND table_name <> '_sqlx_migrations'",
     )
     .fetch_all(pool)
     .await
@@ -447,10 +446,7 @@ async fn every_store_forgets_the_member_and_the_recycled_mobile_is_the_new_holde
     let dumps = [
         ("mysql", mysql_dump(&app.settings)),
         ("search", search_dump(&app.settings).await),
-        (
-            "event store (but identity_owners)",
-            event_store_dump_but_owners(&app.pool).await,
-        ),
+        ("event store", event_store_dump(&app.pool).await),
     ];
     for (store, dump) in &dumps[..2] {
         assert!(
@@ -461,6 +457,10 @@ async fn every_store_forgets_the_member_and_the_recycled_mobile_is_the_new_holde
     assert!(
         dumps[2].1.contains(&erased),
         "the event store dump misses the receipt"
+    );
+    assert!(
+        dumps[2].1.contains(ids.mobile.value()),
+        "the event store dump misses the new holder"
     );
     let holder_keys = redis_dump(&app.settings, ids.mobile.value(), &holder).await;
     assert!(
@@ -685,6 +685,31 @@ async fn erasures_during_a_rebuild_stay_erased_and_a_rebuild_does_not_bring_them
         in_log(format!("{tag}-39")).await,
         1,
         "a live account is in the log"
+    );
+    // Nor are they owner rows any more (nobody else took them).
+    let owner_rows = |value: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM identity_owners WHERE identity_key = $1",
+            )
+            .bind(format!("tongcheng_account:{value}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    for i in 0..20 {
+        assert_eq!(
+            owner_rows(format!("{tag}-{i}")).await,
+            0,
+            "erased account {i} is an owner row"
+        );
+    }
+    assert_eq!(
+        owner_rows(format!("{tag}-39")).await,
+        1,
+        "a live account is an owner row"
     );
 
     // A second rebuild (from the redacted log), and a verify: still erased.
