@@ -128,6 +128,9 @@ impl App {
         // one target share its partitions.
         let batch_size = settings.projector.batch_size as usize;
         let mut projectors = Vec::new();
+        // Projectors record when their store applied an erasure (the receipt) in the event
+        // store; a projector-only process connects to it lazily.
+        let mut receipts: Option<PgPool> = None;
         for role in roles {
             let Role::Projector(target) = role else {
                 continue;
@@ -136,7 +139,20 @@ impl App {
             let source = KafkaSource::new(&settings.kafka, &group)
                 .await
                 .with_context(|| format!("joining the consumer group {group} (kafka.brokers)"))?;
-            let sink = stores.get(target).expect("opened above").sink();
+            let receipts = match (&pool, &receipts) {
+                (Some(pool), _) => pool.clone(),
+                (None, Some(lazy)) => lazy.clone(),
+                (None, None) => {
+                    let lazy = member_infra::event_store::connect_lazy(&settings.postgres)
+                        .context("reading postgres.url for the erasure receipts")?;
+                    receipts = Some(lazy.clone());
+                    lazy
+                }
+            };
+            let sink = member_infra::event_store::erasure::ErasureReceipts::wrap(
+                stores.get(target).expect("opened above").sink(),
+                receipts,
+            );
             projectors.push(Projector::new(
                 source,
                 sink,

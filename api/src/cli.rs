@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
         Configuration: config/default.toml (compiled in), overridden by the file named in \
         MEMBER_CONFIG and by environment variables MEMBER__SECTION__KEY \
         (for example MEMBER__POSTGRES__URL).",
-    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member serve projector --target redis-b\n  member migrate\n  member status --json\n  member seed --members 1000\n  member import --from legacy.jsonl --report quarantine.jsonl\n  member governance scan\n  member rebuild --target all\n  member rebuild --target mysql,search-primary\n  member rebuild --target mysql --databases member_s0,member_s1,member_s2,member_s3,member_s4,member_s5,member_s6,member_s7\n  member verify --target redis-a --sample 10000\n  member verify --target mysql --repair"
+    after_help = "Examples:\n  member run\n  member serve command-api\n  member serve relay\n  member serve projector --target redis-b\n  member migrate\n  member status --json\n  member seed --members 1000\n  member import --from legacy.jsonl --report quarantine.jsonl\n  member governance scan\n  member rebuild --target all\n  member rebuild --target mysql,search-primary\n  member rebuild --target mysql --databases member_s0,member_s1,member_s2,member_s3,member_s4,member_s5,member_s6,member_s7\n  member verify --target redis-a --sample 10000\n  member verify --target mysql --repair\n  member erase --member-id 0190f0c4-2b1e-7cc3-9a53-3b1c1b0e7a11"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -97,6 +97,21 @@ pub enum Command {
     Import(crate::tools::import::ImportArgs),
     /// Find and resolve abnormal bindings in imported data (audited).
     Governance(crate::tools::governance::GovernanceArgs),
+    /// Erase a member's personal data (PIPL art. 47, GDPR art. 17), as
+    /// `POST /v1/members/{id}/erasure` does: its identities are released for others to bind,
+    /// every store deletes its document, no rebuild brings it back. Idempotent.
+    ///
+    /// Prints the receipt `{"member_id", "accepted_at"}`; `GET /v1/members/{id}/erasure` shows
+    /// when each store applied it. Exit code 0 when accepted (now or before), 3 when the member
+    /// does not exist, 1 on failure.
+    #[command(
+        after_help = "Example:\n  member erase --member-id 0190f0c4-2b1e-7cc3-9a53-3b1c1b0e7a11"
+    )]
+    Erase {
+        /// The member to erase.
+        #[arg(long)]
+        member_id: uuid::Uuid,
+    },
 }
 
 /// Exit codes of `member verify`.

@@ -118,6 +118,9 @@ async fn command(command: Command, settings: Settings, shutdown: Shutdown) -> an
         Command::Governance(args) => {
             exit_with(member_api::tools::governance::run(&settings, args, &shutdown).await)
         }
+        Command::Erase { member_id } => {
+            exit_with(member_api::tools::erase::run(&settings, member_id).await)
+        }
         Command::Migrate => {
             member_api::app::event_store(&settings).await?;
             tracing::info!("event store schema is up to date");

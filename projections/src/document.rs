@@ -99,6 +99,9 @@ pub struct MemberFold {
     updated_at: DateTime<Utc>,
     generations: HashMap<IdentityKey, u64>,
     released: std::collections::BTreeMap<IdentityKey, u64>,
+    /// After `MemberErased`: every identity-index entry the member left behind (the identities it
+    /// released, with the generation of the release), for the stores to delete.
+    erased: Vec<BoundIdentity>,
 }
 
 impl MemberFold {
@@ -109,6 +112,7 @@ impl MemberFold {
             updated_at: DateTime::<Utc>::UNIX_EPOCH,
             generations: HashMap::new(),
             released: Default::default(),
+            erased: Vec::new(),
         }
     }
 
@@ -141,6 +145,16 @@ impl MemberFold {
                 self.released
                     .insert(identity.key(), generation.unwrap_or_default());
             }
+            MemberEvent::MemberErased {} => {
+                // The document keeps no personal data from here on: no identities, no released
+                // ones. What the stores must delete is handed over once, with the erasure.
+                self.erased = std::mem::take(&mut self.released)
+                    .into_iter()
+                    .chain(self.generations.drain())
+                    .map(|(key, generation)| BoundIdentity { key, generation })
+                    .collect();
+                self.erased.sort_by(|a, b| a.key.cmp(&b.key));
+            }
             _ => {}
         }
         self.state.apply_event(event);
@@ -150,6 +164,14 @@ impl MemberFold {
 
     pub fn version(&self) -> u64 {
         self.state.version()
+    }
+
+    /// Once the member was erased: the identity-index entries it left behind, which the record
+    /// of its `MemberErased` event tells the stores to delete ([`MemberRecord::erased_identities`]).
+    ///
+    /// [`MemberRecord::erased_identities`]: crate::MemberRecord::erased_identities
+    pub fn erased_identities(&self) -> &[BoundIdentity] {
+        &self.erased
     }
 
     pub fn document(&self) -> MemberDocument {

@@ -51,6 +51,7 @@ impl MemberHistory {
             recorded_at,
             payload: serde_json::to_value(&event).expect("events serialize"),
         };
+        let erasure = matches!(event, MemberEvent::MemberErased {});
         self.fold
             .apply(version, event, recorded_at, generation)
             .expect("fixture events are contiguous");
@@ -59,6 +60,11 @@ impl MemberHistory {
             event: envelope,
             identity_change,
             document: self.fold.document(),
+            erased_identities: if erasure {
+                self.fold.erased_identities().to_vec()
+            } else {
+                Vec::new()
+            },
         });
         self.records.last().expect("just pushed")
     }

@@ -89,6 +89,15 @@ impl Sink for MemoryStore {
                         .insert(change.key.clone(), (owner, change.generation));
                 }
             }
+            for left in &record.erased_identities {
+                if state
+                    .identities
+                    .get(&left.key)
+                    .is_some_and(|(_, g)| *g <= left.generation)
+                {
+                    state.identities.remove(&left.key);
+                }
+            }
         }
         self.applied_batches.fetch_add(1, Ordering::SeqCst);
         Ok(())

@@ -10,7 +10,7 @@ use member_domain::IdentityKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::MemberDocument;
+use crate::{BoundIdentity, MemberDocument};
 
 /// The version of the record format written by this code.
 pub const RECORD_SCHEMA_VERSION: u32 = 1;
@@ -24,6 +24,13 @@ pub struct MemberRecord {
     pub identity_change: Option<IdentityChange>,
     /// The member document after this event.
     pub document: MemberDocument,
+    /// On a `MemberErased` record only: the identity-index entries the member left behind (each
+    /// identity it released, with the generation of the release). Stores delete each entry whose
+    /// generation is not higher (a higher one belongs to a later holder). Absent from every other
+    /// record, so readers of the format before erasure existed read this one as a tombstone
+    /// document (docs/decisions/0033).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erased_identities: Vec<BoundIdentity>,
 }
 
 /// Where an event sits: in its member's history and in the store's commit order.

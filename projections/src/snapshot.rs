@@ -38,6 +38,7 @@ pub fn snapshot_records(doc: &MemberDocument) -> Vec<MemberRecord> {
             generation,
         }),
         document: doc.clone(),
+        erased_identities: Vec::new(),
     };
     let mut records: Vec<MemberRecord> = doc
         .identities

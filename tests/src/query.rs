@@ -150,6 +150,7 @@ fn fill_records(doc: &MemberDocument) -> Vec<MemberRecord> {
         },
         identity_change,
         document: doc.clone(),
+        erased_identities: Vec::new(),
     };
     let mut records = vec![record(None)];
     records.extend(doc.identities.iter().map(|i| {

@@ -34,6 +34,9 @@ macro_rules! sink_contract_tests {
             unbind_removes_the_identity,
             an_identity_moving_between_members_follows_its_generation,
             unknown_members_and_identities_are_absent,
+            erasure_leaves_a_tombstone_and_no_identity,
+            replays_never_bring_an_erased_member_back,
+            a_recycled_identity_belongs_to_its_new_holder,
         );
     };
     (@each $open:path, $close:path, $($scenario:ident),+ $(,)?) => {
@@ -46,6 +49,104 @@ macro_rules! sink_contract_tests {
             }
         )+
     };
+}
+
+/// An erased member's history: full member, then the erasure's unbinds (generation 2 each) and
+/// `MemberErased`. Returns the records before the erasure and the whole history.
+pub fn erased_member(ids: &Ids) -> (Uuid, Vec<MemberRecord>, MemberHistory) {
+    let (id, mut h) = full_member(ids);
+    let before = h.records().to_vec();
+    for identity in [&ids.mobile, &ids.unionid, &ids.openid, &ids.card] {
+        h.push(
+            MemberEvent::IdentityUnbound {
+                identity: identity.clone(),
+                reason: UnbindReason::MemberErased,
+            },
+            Some(2),
+        );
+    }
+    h.push(MemberEvent::MemberErased {}, None);
+    (id, before, h)
+}
+
+/// The tombstone an erased member leaves: its id and version, status `erased`, nothing else
+/// that could identify the person.
+fn assert_tombstone(doc: &MemberDocument) {
+    assert_eq!(doc.status, member_domain::MemberStatus::Erased);
+    assert!(doc.identities.is_empty(), "no identities: {doc:?}");
+    assert!(doc.released.is_empty(), "no released identities: {doc:?}");
+}
+
+pub async fn erasure_leaves_a_tombstone_and_no_identity(
+    sink: &dyn Sink,
+    reader: &dyn MemberReader,
+) {
+    // Erased in a later batch than the binds (the usual case) ...
+    let ids = Ids::fresh();
+    let (id, before, h) = erased_member(&ids);
+    apply(sink, &before).await;
+    expect_by_identity(reader, &ids.mobile, Some(&before.last().unwrap().document)).await;
+    apply(sink, &h.records()[before.len()..]).await;
+    let tombstone = &h.records().last().unwrap().document;
+    assert_tombstone(tombstone);
+    expect_by_id(reader, id, Some(tombstone)).await;
+    for identity in [&ids.mobile, &ids.unionid, &ids.openid, &ids.card] {
+        expect_by_identity(reader, identity, None).await;
+    }
+    // ... and in the same batch as everything else.
+    let ids = Ids::fresh();
+    let (id, _, h) = erased_member(&ids);
+    apply(sink, h.records()).await;
+    expect_by_id(reader, id, Some(&h.records().last().unwrap().document)).await;
+    for identity in [&ids.mobile, &ids.unionid, &ids.openid, &ids.card] {
+        expect_by_identity(reader, identity, None).await;
+    }
+}
+
+pub async fn replays_never_bring_an_erased_member_back(sink: &dyn Sink, reader: &dyn MemberReader) {
+    let ids = Ids::fresh();
+    let (id, before, h) = erased_member(&ids);
+    apply(sink, h.records()).await;
+    let tombstone = &h.records().last().unwrap().document;
+    // Every older record alone, newest first, then the history before the erasure, then the
+    // whole history again (a consumer replaying from an old offset ends with the erasure).
+    for record in h.records().iter().rev().skip(1) {
+        apply(sink, std::slice::from_ref(record)).await;
+    }
+    apply(sink, &before).await;
+    expect_by_id(reader, id, Some(tombstone)).await;
+    apply(sink, h.records()).await;
+    expect_by_id(reader, id, Some(tombstone)).await;
+    for identity in [&ids.mobile, &ids.unionid, &ids.openid, &ids.card] {
+        expect_by_identity(reader, identity, None).await;
+    }
+}
+
+/// A carrier recycles the erased member's mobile: a new member binds it (generation 3). The new
+/// holder is found by it, whichever of the two members' records arrive first.
+pub async fn a_recycled_identity_belongs_to_its_new_holder(
+    sink: &dyn Sink,
+    reader: &dyn MemberReader,
+) {
+    for erasure_first in [true, false] {
+        let ids = Ids::fresh();
+        let (_, _, erased) = erased_member(&ids);
+        let b = Uuid::now_v7();
+        let mut hb = MemberHistory::new(b);
+        hb.push(MemberEvent::MemberRegistered {}, None);
+        hb.push(bound(&ids.mobile), Some(3));
+        if erasure_first {
+            apply(sink, erased.records()).await;
+            apply(sink, hb.records()).await;
+        } else {
+            apply(sink, hb.records()).await;
+            apply(sink, erased.records()).await;
+        }
+        let b_doc = &hb.records().last().unwrap().document;
+        expect_by_identity(reader, &ids.mobile, Some(b_doc)).await;
+        expect_by_id(reader, b, Some(b_doc)).await;
+        expect_by_identity(reader, &ids.card, None).await;
+    }
 }
 
 pub fn digits(n: usize) -> String {

@@ -221,6 +221,26 @@ async fn refusals_leave_no_identity_value_in_the_service_or_postgres_log() {
         "the values are revealed: {revealed}"
     );
 
+    // Erasing a member (twice, and concurrently) logs who erased whom, never what; so does a
+    // refused command on the erased member.
+    let erase = format!("{base}/v1/members/{a}/erasure");
+    let admin = reqwest::Client::new();
+    let answers =
+        futures::future::join_all((0..3).map(|_| admin.post(&erase).bearer_auth(ADMIN_KEY).send()))
+            .await;
+    for r in answers {
+        assert_eq!(r.unwrap().status(), StatusCode::ACCEPTED);
+    }
+    let (status, answer) = post(
+        format!("/v1/members/{a}/identities"),
+        json!({"kind": "elong_card", "value": card}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::GONE, Some("member_erased"))
+    );
+
     // Stop the service so its log is complete, and let PostgreSQL's logger catch up.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -262,6 +282,7 @@ async fn refusals_leave_no_identity_value_in_the_service_or_postgres_log() {
             audit[0]
         );
     }
+    assert!(service.contains("member erasure accepted"), "{service}");
     let normalized = format!("+86{mobile}");
     let values = [
         mobile.as_str(),

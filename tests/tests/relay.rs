@@ -116,11 +116,13 @@ async fn a_transaction_committing_late_is_never_skipped() {
         .find(|r| r.event.version == 2 && r.event.member_id != slow_member)
         .unwrap();
     assert_eq!(fast.document.identities.len(), 1);
-    assert_eq!(
+    // Generations come from one sequence (migration 0009): the first bind's is positive.
+    assert!(
         fast.identity_change
             .as_ref()
-            .map(|c| (c.bound, c.generation)),
-        Some((true, 1))
+            .is_some_and(|c| c.bound && c.generation >= 1),
+        "{:?}",
+        fast.identity_change
     );
 }
 

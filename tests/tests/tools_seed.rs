@@ -75,11 +75,15 @@ async fn both_modes_seed_the_same_members_and_seeding_again_adds_nothing() {
     let sizes: BTreeSet<usize> = want.values().map(|(_, k)| k.len()).collect();
     assert!(sizes.len() >= 4, "a realistic mix: {sizes:?}");
     // The same rows for the same members: the bulk path writes what the command path writes.
+    // The ownership generations are the store's, drawn from one sequence in commit order
+    // (migration 0009), so they differ between two runs: every bind carries one.
     let rows = |pool: PgPool| async move {
-        let rows: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+        let rows: Vec<(String, i64, String, String, String, bool)> = sqlx::query_as(
             // The cause's time and run id differ between runs; the caller is the same.
             "SELECT aggregate_id, sequence, event_type, payload::text,
-                    (metadata::jsonb - 'at' - 'request_id')::text FROM events
+                    (metadata::jsonb - 'at' - 'request_id' - 'identity_generation')::text,
+                    (event_type = 'IdentityBound') = (metadata::jsonb ? 'identity_generation')
+             FROM events
              ORDER BY aggregate_id, sequence",
         )
         .fetch_all(&pool)
@@ -87,10 +91,12 @@ async fn both_modes_seed_the_same_members_and_seeding_again_adds_nothing() {
         .unwrap();
         rows
     };
-    assert_eq!(
-        rows(commands_pool.clone()).await,
-        rows(bulk_pool.clone()).await
+    let by_commands = rows(commands_pool.clone()).await;
+    assert!(
+        by_commands.iter().all(|r| r.5),
+        "every bind has its generation"
     );
+    assert_eq!(by_commands, rows(bulk_pool.clone()).await);
     // Every event records the tool as its caller, with a run id and a time.
     for pool in [&commands_pool, &bulk_pool] {
         let causes: Vec<(Option<String>, Option<String>)> = sqlx::query_as(

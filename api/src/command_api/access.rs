@@ -1,4 +1,5 @@
-//! Who may write: a key with scope `write` (history: `admin`), then the write quotas — the
+//! Who may write: a key with scope `write` (history and erasure receipts: `admin`; erasure:
+//! `erase`), then the write quotas — the
 //! caller's own first, so one caller's burst is refused before it spends the global budget that
 //! protects the event store and that the other callers need. All limiters are governor's (GCRA,
 //! lock-free); a refusal carries governor's wait time as `Retry-After`.
@@ -81,6 +82,23 @@ impl FromRequestParts<AppState> for AdminCaller {
     ) -> Result<Self, Self::Rejection> {
         Ok(AdminCaller(
             state.callers.authorize(&parts.headers, Scope::Admin)?,
+        ))
+    }
+}
+
+/// A caller with scope `erase` (401, 403 otherwise). Erasures are not counted against the write
+/// quotas: they are rare, and a data-protection request must not be refused for load.
+pub struct Eraser(pub Arc<Caller>);
+
+impl FromRequestParts<AppState> for Eraser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Eraser(
+            state.callers.authorize(&parts.headers, Scope::Erase)?,
         ))
     }
 }

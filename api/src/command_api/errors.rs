@@ -31,6 +31,9 @@ pub enum ApiError {
     Conflict,
     #[error("the idempotency key was used with a different request")]
     IdempotencyKeyReused,
+    /// `GET .../erasure` of a member that was not erased. Do not retry; erase it first.
+    #[error("this member has not been erased")]
+    ErasureNotFound,
     #[error("the event store is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -51,6 +54,7 @@ impl ApiError {
                         StatusCode::NOT_FOUND
                     }
                     MemberError::NoIdentities => StatusCode::BAD_REQUEST,
+                    MemberError::MemberErased => StatusCode::GONE,
                     MemberError::MemberAlreadyRegistered
                     | MemberError::MemberInactive
                     | MemberError::IdentityKindAlreadyBound(_)
@@ -63,6 +67,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
+            ApiError::ErasureNotFound => (StatusCode::NOT_FOUND, "erasure_not_found"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

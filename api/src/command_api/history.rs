@@ -43,6 +43,14 @@ pub async fn history(
             member_domain::MemberError::MemberNotFound,
         ));
     }
+    // An erased member's values are gone for every reader, revealing ones included: the history
+    // keeps what happened and who caused it, never what the identities were.
+    let erased = rows
+        .iter()
+        .any(|row| row.0 == member_domain::MemberEvent::ERASED);
+    if erased && query.reveal {
+        return Err(ApiError::Rejected(member_domain::MemberError::MemberErased));
+    }
     if query.reveal {
         tracing::info!(
             target: "audit",
@@ -54,7 +62,7 @@ pub async fn history(
     }
     let events: Vec<Value> = rows
         .into_iter()
-        .map(|row| entry(row, query.reveal))
+        .map(|row| entry(row, query.reveal, erased))
         .collect();
     Ok(Json(json!({"member_id": member_id, "events": events})).into_response())
 }
@@ -63,6 +71,7 @@ pub async fn history(
 pub(crate) fn entry(
     (event_type, sequence, payload, metadata, recorded_at): EventRow,
     reveal: bool,
+    erased: bool,
 ) -> Value {
     let meta = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
     let at =
@@ -80,7 +89,9 @@ pub(crate) fn entry(
     };
     if let Some(Value::Object(fields)) = fields {
         for (key, mut value) in fields {
-            if key == "identity" && !reveal {
+            if key == "identity" && erased {
+                erase_identity(&mut value);
+            } else if key == "identity" && !reveal {
                 mask_identity(&mut value);
             }
             entry.entry(key).or_insert(value);
@@ -97,6 +108,18 @@ fn mask_identity(identity: &mut Value) {
     for key in ["value", "unionid"] {
         if let Some(Value::String(v)) = fields.get_mut(key) {
             *v = mask(v);
+        }
+    }
+}
+
+/// Replaces the personal values of an identity object of an erased member.
+fn erase_identity(identity: &mut Value) {
+    let Value::Object(fields) = identity else {
+        return;
+    };
+    for key in ["value", "unionid"] {
+        if let Some(v) = fields.get_mut(key) {
+            *v = json!("[erased]");
         }
     }
 }
@@ -140,7 +163,7 @@ mod tests {
                 "identity_generation": "1"}),
             chrono::Utc::now(),
         );
-        let masked = entry(row.clone(), false);
+        let masked = entry(row.clone(), false, false);
         assert_eq!(masked["type"], "IdentityBound");
         assert_eq!(masked["version"], 2);
         assert_eq!(masked["caller"], "hotel");
@@ -149,7 +172,10 @@ mod tests {
         assert_eq!(masked["identity"]["app"], "tongcheng_mp");
         assert_eq!(masked["identity"]["value"], "oO****01");
         assert_eq!(masked["identity"]["unionid"], "oU****01");
-        let revealed = entry(row, true);
+        let revealed = entry(row.clone(), true, false);
         assert_eq!(revealed["identity"]["value"], "oOpenid_tc_0000000001");
+        let erased = entry(row, false, true);
+        assert_eq!(erased["identity"]["value"], "[erased]");
+        assert_eq!(erased["identity"]["unionid"], "[erased]");
     }
 }

@@ -2,6 +2,7 @@
 
 mod access;
 mod bind;
+mod erasure;
 mod errors;
 mod extract;
 pub(crate) mod history;
@@ -61,6 +62,10 @@ pub fn router(state: AppState) -> Router {
             delete(unbind::unbind),
         )
         .route("/v1/members/{id}/history", get(history::history))
+        .route(
+            "/v1/members/{id}/erasure",
+            post(erasure::erase).get(erasure::receipt),
+        )
         .with_state(state.clone())
         .merge(crate::http::operational_routes(state))
         .fallback(crate::http::not_found)

@@ -370,8 +370,12 @@ async fn member(
 
     // History.
     out.push_str("<h3>History</h3><table id=\"history\"><thead><tr><th>Version</th><th>Event</th><th>At</th><th>Caller</th><th>Request id</th><th>Detail</th></tr></thead><tbody>");
+    // An erased member's values are gone for every reader (ADR 0033): shown as "[erased]".
+    let erased = history
+        .iter()
+        .any(|row| row.0 == member_domain::MemberEvent::ERASED);
     for row in history {
-        let e = entry(row, reveal);
+        let e = entry(row, reveal && !erased, erased);
         let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let detail = match e.get("identity") {
             Some(Value::Object(i)) => {

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use member_domain::IdentityKey;
+use member_domain::{IdentityKey, MemberStatus};
 use member_infra::config::QueryCacheSettings;
 use member_projections::routing::{is_cache, ReadClass};
 use member_projections::{MemberDocument, MemberReader, SinkError, Target};
@@ -103,6 +103,16 @@ fn older_owner(lookup: &Lookup, doc: &MemberDocument, owner: Option<(Uuid, u64)>
     owner.is_some_and(|(_, served)| served > generation)
 }
 
+/// An erased member is a tombstone in every store (its version keeps replays from bringing it
+/// back, see docs/decisions/0033); readers are told it does not exist.
+fn not_erased(served: Served) -> Result<Served, QueryError> {
+    if served.doc.status == MemberStatus::Erased {
+        Err(QueryError::MemberNotFound)
+    } else {
+        Ok(served)
+    }
+}
+
 /// A document and where it came from.
 #[derive(Debug, Clone)]
 pub struct Served {
@@ -167,7 +177,7 @@ impl ReadPath {
             let floor = self.served.get(&doc.member_id).map(|d| d.version);
             if floor.is_none_or(|f| f <= doc.version) && !older_owner(lookup, &doc, owner) {
                 metrics::cache("near", true);
-                return Ok(Served {
+                return not_erased(Served {
                     doc,
                     from: "near-cache",
                 });
@@ -179,7 +189,7 @@ impl ReadPath {
         if hot {
             self.near.insert(key.to_owned(), served.doc.clone());
         }
-        Ok(served)
+        not_erased(served)
     }
 
     async fn read_chain(
@@ -268,7 +278,44 @@ impl ReadPath {
                 from: target.as_str(),
             });
         }
+        if negative && matches!(lookup, Lookup::Identity(_)) {
+            self.refresh_last_served(class, key, behind_member).await;
+        }
         self.nothing_current(class_name, lookup, key, behind_member, negative)
+    }
+
+    /// Before an identity lookup falls back to the last copy served of its candidate members
+    /// (because the stores said nobody holds the identity), reads those members by id: a store
+    /// holding a newer version (one that released the identity, or the tombstone of an erased
+    /// member, docs/decisions/0033) replaces the copy, so the fallback never serves what a store
+    /// already knows to be gone. Only newer versions are kept: reads stay monotonic.
+    async fn refresh_last_served(&self, class: ReadClass, key: &str, behind: Option<Uuid>) {
+        let candidates: Vec<Uuid> = behind
+            .into_iter()
+            .chain(self.owners.get(key).map(|(member, _)| member))
+            .filter(|m| self.served.contains_key(m))
+            .collect();
+        for member in candidates {
+            for target in self.registry.chain(class) {
+                let backend = self.registry.backend(target);
+                if backend.faulted() || !backend.try_acquire() {
+                    continue;
+                }
+                let started = Instant::now();
+                let read = tokio::time::timeout(backend.timeout, backend.reader.by_id(member));
+                match read.await {
+                    Ok(Ok(found)) => {
+                        backend.record(true, started.elapsed());
+                        let last = self.served.get(&member).map_or(0, |d| d.version);
+                        if let Some(doc) = found.filter(|d| d.version > last) {
+                            self.remember(Arc::new(doc));
+                            break;
+                        }
+                    }
+                    _ => backend.record(false, started.elapsed()),
+                }
+            }
+        }
     }
 
     /// No backend gave a current answer: serve the last served copy when backends answered with

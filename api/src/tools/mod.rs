@@ -1,5 +1,6 @@
 //! Operator tools: the `member` subcommands that inspect or repair the system.
 
+pub mod erase;
 pub mod governance;
 pub mod ids;
 pub mod import;

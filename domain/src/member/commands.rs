@@ -17,4 +17,8 @@ pub enum MemberCommand {
     },
     /// Deactivate the member, releasing all of its identities.
     Deactivate { actor: String, reason: String },
+    /// Erase the member's personal data (PIPL art. 47, GDPR art. 17): its identities are
+    /// released first, then the member is erased and accepts no more commands. Also valid on a
+    /// deactivated member (which holds no identities).
+    Erase,
 }

@@ -8,6 +8,10 @@ use crate::identity::IdentityKind;
 /// of the API contract.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MemberError {
+    /// The member's personal data was erased; it accepts no commands. Do not retry; a person
+    /// who comes back is registered as a new member.
+    #[error("member was erased")]
+    MemberErased,
     /// No such member. Do not retry; check the id.
     #[error("member not found")]
     MemberNotFound,
@@ -40,6 +44,7 @@ impl MemberError {
             MemberError::MemberNotFound => "member_not_found",
             MemberError::MemberAlreadyRegistered => "member_already_registered",
             MemberError::MemberInactive => "member_inactive",
+            MemberError::MemberErased => "member_erased",
             MemberError::NoIdentities => "invalid_request",
             MemberError::IdentityKindAlreadyBound(_) => "identity_kind_already_bound",
             MemberError::CrossAccountWechatBinding => "cross_account_wechat_binding",

@@ -18,6 +18,10 @@ pub enum MemberEvent {
     },
     /// The member accepts no more commands; its identities were unbound just before.
     MemberDeactivated { actor: String, reason: String },
+    /// The member's personal data was erased on request; its identities were unbound just
+    /// before (reason `member_erased`). The member accepts no more commands, and every read store
+    /// keeps only a tombstone without personal data (docs/decisions/0033).
+    MemberErased {},
 }
 
 /// Why an identity was unbound: kept in the event so that every unbinding is auditable.
@@ -30,6 +34,8 @@ pub enum UnbindReason {
     MemberDeactivated,
     /// An operator resolved an abnormal binding.
     Governance { actor: String, note: String },
+    /// The member's personal data was erased.
+    MemberErased,
 }
 
 impl MemberEvent {
@@ -37,6 +43,7 @@ impl MemberEvent {
     pub const IDENTITY_BOUND: &'static str = "IdentityBound";
     pub const IDENTITY_UNBOUND: &'static str = "IdentityUnbound";
     pub const DEACTIVATED: &'static str = "MemberDeactivated";
+    pub const ERASED: &'static str = "MemberErased";
 }
 
 impl DomainEvent for MemberEvent {
@@ -46,6 +53,7 @@ impl DomainEvent for MemberEvent {
             MemberEvent::IdentityBound { .. } => Self::IDENTITY_BOUND,
             MemberEvent::IdentityUnbound { .. } => Self::IDENTITY_UNBOUND,
             MemberEvent::MemberDeactivated { .. } => Self::DEACTIVATED,
+            MemberEvent::MemberErased { .. } => Self::ERASED,
         }
         .to_owned()
     }

@@ -4,6 +4,7 @@
 mod bind;
 mod commands;
 mod deactivate;
+mod erase;
 mod errors;
 mod events;
 mod register;

@@ -13,6 +13,9 @@ pub enum MemberStatus {
     Unregistered,
     Active,
     Deactivated,
+    /// The member's personal data was erased (`MemberErased`); it holds no identities and
+    /// accepts no commands. Read stores keep it as a tombstone; lookups answer "not found".
+    Erased,
 }
 
 impl MemberStatus {
@@ -21,6 +24,7 @@ impl MemberStatus {
             MemberStatus::Unregistered => "unregistered",
             MemberStatus::Active => "active",
             MemberStatus::Deactivated => "deactivated",
+            MemberStatus::Erased => "erased",
         }
     }
 }
@@ -76,6 +80,7 @@ impl Member {
             MemberStatus::Active => Ok(()),
             MemberStatus::Unregistered => Err(MemberError::MemberNotFound),
             MemberStatus::Deactivated => Err(MemberError::MemberInactive),
+            MemberStatus::Erased => Err(MemberError::MemberErased),
         }
     }
 
@@ -86,6 +91,7 @@ impl Member {
             MemberCommand::BindIdentity { identity } => self.bind(identity),
             MemberCommand::UnbindIdentity { key, reason } => self.unbind(&key, reason),
             MemberCommand::Deactivate { actor, reason } => self.deactivate(actor, reason),
+            MemberCommand::Erase => self.erase(),
         }
     }
 
@@ -100,6 +106,10 @@ impl Member {
                 self.identities.retain(|i| i.key() != key);
             }
             MemberEvent::MemberDeactivated { .. } => self.status = MemberStatus::Deactivated,
+            MemberEvent::MemberErased {} => {
+                self.status = MemberStatus::Erased;
+                self.identities.clear();
+            }
         }
     }
 }

@@ -324,3 +324,122 @@ fn events_have_stable_wire_names() {
             "reason": {"by": "member_request"}}})
     );
 }
+
+fn erased() -> MemberEvent {
+    MemberEvent::MemberErased {}
+}
+
+#[test]
+fn erasing_releases_every_identity_then_erases() {
+    let o = openid("tongcheng_mp", "oOpenid_tc_0000000001", UNIONID);
+    MemberTest::with(())
+        .given(vec![
+            registered(),
+            bound(mobile()),
+            bound(unionid(UNIONID)),
+            bound(o.clone()),
+        ])
+        .when(MemberCommand::Erase)
+        .then_expect_events(vec![
+            unbound(mobile(), UnbindReason::MemberErased),
+            unbound(unionid(UNIONID), UnbindReason::MemberErased),
+            unbound(o, UnbindReason::MemberErased),
+            erased(),
+        ]);
+}
+
+#[test]
+fn a_deactivated_member_can_still_be_erased() {
+    let deactivated = MemberEvent::MemberDeactivated {
+        actor: "ops".into(),
+        reason: "fraud".into(),
+    };
+    MemberTest::with(())
+        .given(vec![
+            registered(),
+            bound(card()),
+            unbound(card(), UnbindReason::MemberDeactivated),
+            deactivated,
+        ])
+        .when(MemberCommand::Erase)
+        .then_expect_events(vec![erased()]);
+}
+
+#[test]
+fn erasing_twice_is_refused_as_already_erased() {
+    MemberTest::with(())
+        .given(vec![
+            registered(),
+            bound(mobile()),
+            unbound(mobile(), UnbindReason::MemberErased),
+            erased(),
+        ])
+        .when(MemberCommand::Erase)
+        .then_expect_error(MemberError::MemberErased);
+}
+
+#[test]
+fn erasing_an_unknown_member_is_not_found() {
+    MemberTest::with(())
+        .given_no_previous_events()
+        .when(MemberCommand::Erase)
+        .then_expect_error(MemberError::MemberNotFound);
+}
+
+#[test]
+fn an_erased_member_accepts_no_commands() {
+    let history = vec![
+        registered(),
+        bound(mobile()),
+        unbound(mobile(), UnbindReason::MemberErased),
+        erased(),
+    ];
+    for command in [
+        bind(mobile()),
+        MemberCommand::UnbindIdentity {
+            key: mobile().key(),
+            reason: UnbindReason::MemberRequest,
+        },
+        MemberCommand::Deactivate {
+            actor: "ops".into(),
+            reason: "late".into(),
+        },
+        MemberCommand::Register {
+            identities: vec![card()],
+        },
+    ] {
+        let expected = if matches!(command, MemberCommand::Register { .. }) {
+            MemberError::MemberAlreadyRegistered
+        } else {
+            MemberError::MemberErased
+        };
+        MemberTest::with(())
+            .given(history.clone())
+            .when(command)
+            .then_expect_error(expected);
+    }
+}
+
+#[test]
+fn an_erased_member_holds_nothing() {
+    let mut member = Member::default();
+    for event in [
+        registered(),
+        bound(mobile()),
+        unbound(mobile(), UnbindReason::MemberErased),
+        erased(),
+    ] {
+        member.apply_event(event);
+    }
+    assert_eq!(member.status(), MemberStatus::Erased);
+    assert!(member.identities().is_empty());
+    assert_eq!(MemberError::MemberErased.code(), "member_erased");
+    assert_eq!(
+        serde_json::to_value(erased()).unwrap(),
+        serde_json::json!({"MemberErased": {}})
+    );
+    assert_eq!(
+        serde_json::to_value(UnbindReason::MemberErased).unwrap(),
+        serde_json::json!({"by": "member_erased"})
+    );
+}

@@ -207,6 +207,18 @@ impl CommandService {
                     );
                     continue;
                 }
+                Err(err)
+                    if attempt < CONFLICT_ATTEMPTS
+                        && sqlstate(&err).as_deref() == Some("MB500") =>
+                {
+                    // An unbind of what the store says the member does not hold: a concurrent
+                    // command released it first (two erasures, or two unbinds, committed at
+                    // once; the trigger runs before the events' key would report the conflict).
+                    // Decide again on what the store holds now.
+                    self.cache.forget(&member_id);
+                    tracing::debug!(attempt, "an unbind lost to a concurrent one, re-deciding");
+                    continue;
+                }
                 Err(err) => {
                     self.cache.forget(&member_id);
                     let err = commit_error(err, &command);
@@ -286,6 +298,18 @@ fn store_error(err: AggregateError<MemberError>) -> CommandError {
             }
         }
     }
+}
+
+/// The SQLSTATE of a commit the database refused.
+fn sqlstate(err: &AggregateError<MemberError>) -> Option<String> {
+    let AggregateError::UnexpectedError(source) = err else {
+        return None;
+    };
+    source
+        .downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|db| db.code())
+        .map(|code| code.into_owned())
 }
 
 /// Reads the trigger's SQLSTATEs out of a failed commit.

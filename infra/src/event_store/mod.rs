@@ -3,6 +3,7 @@
 //! - [`cause`]: who did what (caller, request id, time), recorded on every event;
 //! - [`commands`]: executes member commands: load, decide, append, with the cross-member
 //!   uniqueness rule enforced by the database in the append's transaction;
+//! - [`erasure`]: the erasure of a member's personal data and its receipt;
 //! - [`idempotency`]: the first outcome of each command sent with an idempotency key;
 //! - [`append`]: the event repository (postgres-es reads, a one-statement append);
 //! - [`group_commit`]: the appends of concurrent commands, written in one statement;
@@ -14,6 +15,7 @@
 pub mod append;
 pub mod cause;
 pub mod commands;
+pub mod erasure;
 pub mod group_commit;
 pub mod idempotency;
 pub mod imports;
@@ -49,6 +51,16 @@ pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error>
         .test_before_acquire(false)
         .connect_with(options)
         .await
+}
+
+/// A pool that connects on first use: for roles that only write to the event store now and
+/// then (the projectors' erasure receipts), so they start, and keep projecting, while it is down.
+pub fn connect_lazy(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = settings.url.parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
 }
 
 /// Brings the schema up to date. Safe to run concurrently from several processes: sqlx takes an

@@ -62,6 +62,9 @@ struct IdentityRow {
 struct DatabaseBatch {
     members: BTreeMap<String, Vec<MemberRow>>,
     identities: BTreeMap<String, Vec<IdentityRow>>,
+    /// Entries an erased member left behind: deleted unless a later holder has them (one
+    /// `DELETE` each; erasures are rare).
+    erased: BTreeMap<String, Vec<IdentityRow>>,
 }
 
 impl DatabaseBatch {
@@ -76,6 +79,7 @@ impl DatabaseBatch {
                 .values()
                 .map(|r| chunks(r.len()))
                 .sum::<usize>()
+            + self.erased.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -108,6 +112,20 @@ impl MysqlShards {
                 .push(IdentityRow {
                     key: entry.key.to_string(),
                     member_id: entry.member_id,
+                    generation: entry.generation,
+                });
+        }
+        for entry in &batch.erased {
+            let shard = self.map.shard_of_identity(entry.key);
+            by_db
+                .entry(self.map.database_index_of(shard))
+                .or_default()
+                .erased
+                .entry(self.set.identity_table(shard))
+                .or_default()
+                .push(IdentityRow {
+                    key: entry.key.to_string(),
+                    member_id: None,
                     generation: entry.generation,
                 });
         }
@@ -191,6 +209,17 @@ async fn write_tables(
                  generation = GREATEST(generation, VALUES(generation))",
             );
             q.build().execute(&mut *conn).await?;
+        }
+    }
+    for (table, rows) in &batch.erased {
+        for row in rows {
+            sqlx::query(&format!(
+                "DELETE FROM `{table}` WHERE identity_key = ? AND generation <= ?"
+            ))
+            .bind(row.key.as_str())
+            .bind(row.generation)
+            .execute(&mut *conn)
+            .await?;
         }
     }
     Ok(())

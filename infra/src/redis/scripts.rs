@@ -65,6 +65,23 @@ return 1
     )
 });
 
+/// The deletion of an identity entry an erased member left behind.
+///
+/// KEYS: entry. ARGV: generation of the member's release. Deletes the entry unless its stored
+/// generation is higher (a later holder's). Returns 1 if deleted, 0 if not.
+pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local generation = tonumber(ARGV[1])
+local stored = tonumber(redis.call('HGET', KEYS[1], 'g'))
+if stored ~= nil and stored > generation then
+  return 0
+end
+return redis.call('DEL', KEYS[1])
+",
+    )
+});
+
 /// The query path's cache fill after a miss.
 ///
 /// KEYS: document hash, fence. ARGV: version, document JSON, TTL (ms). Refuses the document when
@@ -91,7 +108,7 @@ pub(crate) async fn run_pipeline<T: FromRedisValue>(
 ) -> Result<T, RedisError> {
     match pipe.query_async(conn).await {
         Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            for script in [&*DOCUMENT, &*IDENTITY, &*FILL] {
+            for script in [&*DOCUMENT, &*IDENTITY, &*FORGET, &*FILL] {
                 script.load_async(conn).await?;
             }
             pipe.query_async(conn).await

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use member_projections::{CompactBatch, MemberDocument, MemberRecord, Sink, SinkError};
 
-use super::scripts::{self, DOCUMENT, FILL, IDENTITY};
+use super::scripts::{self, DOCUMENT, FILL, FORGET, IDENTITY};
 use super::{document_key, fence_key, identity_key, RedisCenter};
 
 impl RedisCenter {
@@ -103,6 +103,10 @@ impl Sink for RedisCenter {
             )
             .ignore();
         }
+        for entry in &batch.erased {
+            pipe.invoke_script(FORGET.key(identity_key(entry.key)).arg(entry.generation))
+                .ignore();
+        }
         let mut conn = self.conn.clone();
         scripts::run_pipeline::<()>(&mut conn, &pipe)
             .await
@@ -112,6 +116,7 @@ impl Sink for RedisCenter {
             records = records.len(),
             documents = batch.documents.len(),
             identities = batch.identities.len(),
+            erased = batch.erased.len(),
             "redis batch applied"
         );
         Ok(())

@@ -51,6 +51,8 @@ pub struct Relay {
     idle_poll: Duration,
     /// When the lag was last counted: counting is a range scan, done at most once a second.
     lag_counted: std::sync::Mutex<Option<Instant>>,
+    /// When the erased members' values were last purged from the log (at most once a second).
+    purged: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Relay {
@@ -68,6 +70,7 @@ impl Relay {
             batch_size: settings.batch_size,
             idle_poll: Duration::from_millis(settings.idle_poll_ms),
             lag_counted: std::sync::Mutex::new(None),
+            purged: std::sync::Mutex::new(None),
         })
     }
 
@@ -90,6 +93,7 @@ impl Relay {
         let Some(to) = read.last else {
             metrics::gauge!("member_relay_lag_events").set(0.0);
             metrics::gauge!("member_relay_lag_seconds").set(0.0);
+            self.purge_erasures().await;
             return Ok(None);
         };
         // A batch of other aggregates' events only moves the checkpoint.
@@ -129,7 +133,32 @@ impl Relay {
             };
             metrics::gauge!("member_relay_lag_seconds").set(seconds);
         }
+        self.purge_erasures().await;
         Ok(())
+    }
+
+    /// At most once a second, after a checkpoint was stored or while idle: erasures every relay
+    /// has published can leave the log (migration 0008). A failure only delays that.
+    async fn purge_erasures(&self) {
+        {
+            let mut last = self.purged.lock().expect("purge lock");
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match crate::event_store::erasure::purge_published(self.reader.pool()).await {
+            Ok(0) => {}
+            Ok(members) => {
+                tracing::info!(
+                    members,
+                    "erased members' values purged from the event store"
+                )
+            }
+            Err(error) => {
+                tracing::warn!(%error, "purging erased members' values failed; retried later")
+            }
+        }
     }
 
     fn lag_due(&self) -> bool {

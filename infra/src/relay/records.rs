@@ -33,17 +33,23 @@ pub(super) async fn build(
             .entry(row.member_id)
             .or_insert_with(|| MemberFold::new(row.member_id));
         let event = decode_event(&row)?;
+        let erasure = matches!(event, MemberEvent::MemberErased {});
         fold.apply(row.sequence, event, row.recorded_at, generation(&row))
             .map_err(|e| RelayError::Corrupt(e.to_string()))?;
         if wanted.contains(&(row.member_id, row.sequence)) {
-            documents.insert((row.member_id, row.sequence), fold.document());
+            let erased = if erasure {
+                fold.erased_identities().to_vec()
+            } else {
+                Vec::new()
+            };
+            documents.insert((row.member_id, row.sequence), (fold.document(), erased));
         }
     }
 
     batch
         .iter()
         .map(|row| {
-            let document = documents
+            let (document, erased_identities) = documents
                 .remove(&(row.member_id, row.sequence))
                 .ok_or_else(|| {
                     RelayError::Corrupt(format!(
@@ -83,6 +89,7 @@ pub(super) async fn build(
                 },
                 identity_change,
                 document,
+                erased_identities,
             })
         })
         .collect()

@@ -68,7 +68,18 @@ impl ElasticsearchIndex {
                 .version_type(VersionType::External)
                 .into()
         });
-        members.chain(identities).collect()
+        // An erased member's entries are deleted unless a later holder's generation is stored:
+        // `external_gte` deletes when the stored version is at most the release's generation.
+        let erased = batch.erased.iter().map(|entry| {
+            let key = entry.key.to_string();
+            BulkOperation::delete(key.as_str())
+                .index(self.identity_index.as_str())
+                .routing(key.as_str())
+                .version(entry.generation as i64)
+                .version_type(VersionType::ExternalGte)
+                .into()
+        });
+        members.chain(identities).chain(erased).collect()
     }
 }
 
@@ -109,6 +120,8 @@ impl Sink for ElasticsearchIndex {
             .flat_map(|item| item.values())
             // 409: the stored version is already as new (the external version guard).
             .filter(|item| !(200..300).contains(&item.status) && item.status != 409)
+            // 404 without an error: an erased member's entry that was not there to delete.
+            .filter(|item| !(item.status == 404 && item.error.is_none()))
             .collect();
         let Some(first) = failures.first() else {
             return Ok(());
