@@ -3,8 +3,10 @@
 //! as `member run`) runs in this process over an isolated environment, so the readers are the
 //! application's own; commands arrive at a steady 50/s.
 //!
-//! Each store is polled every 2 ms for the oldest command it does not show yet, so a command is
-//! never counted as visible earlier than it was (a late check can only make the figure worse).
+//! Each command is watched on its own in each store, polled every 2 ms until the store shows it,
+//! so a command is never counted as visible earlier than it was (a late check can only make the
+//! figure worse); until 2026-12-04 one watcher per store took the commands in turn and, with
+//! Elasticsearch's two-request lookups on a loaded machine, measured its own backlog.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,22 +33,33 @@ async fn watch(
     reader: Arc<dyn MemberReader>,
     mut rx: mpsc::UnboundedReceiver<Acked>,
 ) -> (Latency, u64) {
+    // Each command is watched by a task of its own: one watcher going through the commands in
+    // turn falls behind as soon as a read takes longer than the gap between two commands (an
+    // Elasticsearch lookup is two requests), and then measures its own queue, not the store.
+    let mut watching = tokio::task::JoinSet::new();
+    while let Some(acked) = rx.recv().await {
+        let reader = reader.clone();
+        watching.spawn(async move {
+            let give_up = acked.at + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(doc)) = reader.by_identity(&acked.key).await {
+                    if doc.version >= acked.version {
+                        return Some(acked.at.elapsed());
+                    }
+                }
+                if Instant::now() > give_up {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
     let mut latency = Latency::default();
     let mut unseen = 0;
-    while let Some(acked) = rx.recv().await {
-        let give_up = acked.at + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(doc)) = reader.by_identity(&acked.key).await {
-                if doc.version >= acked.version {
-                    latency.record(acked.at.elapsed());
-                    break;
-                }
-            }
-            if Instant::now() > give_up {
-                unseen += 1;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+    while let Some(seen) = watching.join_next().await {
+        match seen.expect("a watching task") {
+            Some(took) => latency.record(took),
+            None => unseen += 1,
         }
     }
     (latency, unseen)
