@@ -4,10 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use member_projections::breaker::BreakerPolicy;
-use member_projections::routing::ReadClass;
+use member_read_policy::{BreakerSettings, ReadClass};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -386,35 +384,6 @@ pub struct QueryBackendSettings {
     /// After its breaker opened, a backend gets reads again only once its projection is at most
     /// this many records behind (when the process knows the lag; otherwise the breaker decides).
     pub return_max_lag_records: u64,
-}
-
-/// Circuit breaker thresholds, shared by every backend (the slow-call latency is per backend).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerSettings {
-    pub window_ms: u64,
-    pub min_calls: u32,
-    pub failure_rate: f64,
-    pub slow_call_rate: f64,
-    pub open_ms: u64,
-    pub half_open_probes: u32,
-    pub consecutive_failures: u32,
-}
-
-impl BreakerSettings {
-    /// The breaker policy for a backend whose calls are slow at `slow_ms`.
-    pub fn policy(&self, slow_ms: u64) -> BreakerPolicy {
-        BreakerPolicy {
-            window: Duration::from_millis(self.window_ms),
-            min_calls: self.min_calls,
-            failure_rate: self.failure_rate,
-            slow_call: Duration::from_millis(slow_ms),
-            slow_call_rate: self.slow_call_rate,
-            open_for: Duration::from_millis(self.open_ms),
-            half_open_probes: self.half_open_probes,
-            consecutive_failures: self.consecutive_failures,
-        }
-    }
 }
 
 /// Flow control: the global budget (marketing may use only `marketing_share` of it), the

@@ -24,7 +24,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, RateLimiter};
 use member_infra::config::FlowSettings;
-use member_projections::routing::ReadClass;
+use member_read_policy::routing::ReadClass;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::errors::{LimitReason, QueryError};

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use member_domain::IdentityKey;
 use member_infra::config::QueryCacheSettings;
-use member_projections::routing::{is_cache, ReadClass};
 use member_projections::{MemberDocument, MemberReader, SinkError, Target};
+use member_read_policy::routing::{is_cache, ReadClass};
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use tokio::sync::Semaphore;

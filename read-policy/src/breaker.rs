@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Thresholds of a breaker (from `[query_api.breaker]` and the per-backend slow-call latency).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,37 @@ impl Default for BreakerPolicy {
             open_for: Duration::from_secs(2),
             half_open_probes: 1,
             consecutive_failures: 5,
+        }
+    }
+}
+
+/// `[query_api.breaker]`: the thresholds shared by every backend (the slow-call latency is per
+/// backend, from `[query_api.backends]`). Loaded by the process's settings; kept here, next to the
+/// policy it builds, so the settings and the state machine change together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    pub window_ms: u64,
+    pub min_calls: u32,
+    pub failure_rate: f64,
+    pub slow_call_rate: f64,
+    pub open_ms: u64,
+    pub half_open_probes: u32,
+    pub consecutive_failures: u32,
+}
+
+impl BreakerSettings {
+    /// The breaker policy for a backend whose calls are slow at `slow_ms`.
+    pub fn policy(&self, slow_ms: u64) -> BreakerPolicy {
+        BreakerPolicy {
+            window: Duration::from_millis(self.window_ms),
+            min_calls: self.min_calls,
+            failure_rate: self.failure_rate,
+            slow_call: Duration::from_millis(slow_ms),
+            slow_call_rate: self.slow_call_rate,
+            open_for: Duration::from_millis(self.open_ms),
+            half_open_probes: self.half_open_probes,
+            consecutive_failures: self.consecutive_failures,
         }
     }
 }
