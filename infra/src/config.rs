@@ -3,6 +3,7 @@
 //! at start with an error that names the key.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 
 use member_read_policy::{BreakerSettings, ReadClass};
@@ -375,12 +376,12 @@ impl CallerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryBackendSettings {
-    pub redis_timeout_ms: u64,
-    pub redis_slow_ms: u64,
-    pub search_timeout_ms: u64,
-    pub search_slow_ms: u64,
-    pub mysql_timeout_ms: u64,
-    pub mysql_slow_ms: u64,
+    pub redis_timeout_ms: NonZeroU64,
+    pub redis_slow_ms: NonZeroU64,
+    pub search_timeout_ms: NonZeroU64,
+    pub search_slow_ms: NonZeroU64,
+    pub mysql_timeout_ms: NonZeroU64,
+    pub mysql_slow_ms: NonZeroU64,
     /// After its breaker opened, a backend gets reads again only once its projection is at most
     /// this many records behind (when the process knows the lag; otherwise the breaker decides).
     pub return_max_lag_records: u64,
@@ -392,29 +393,30 @@ pub struct QueryBackendSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowSettings {
-    pub global_rate_per_second: u32,
-    pub global_burst: u32,
+    pub global_rate_per_second: NonZeroU32,
+    pub global_burst: NonZeroU32,
+    /// Above 0 and at most 1 (checked by `validate`).
     pub marketing_share: f64,
-    pub hotspot_rate_per_second: u32,
-    pub hotspot_burst: u32,
+    pub hotspot_rate_per_second: NonZeroU32,
+    pub hotspot_burst: NonZeroU32,
     /// A key read more often than this per second is hot: its documents are kept in the near
     /// cache for `cache.near_cache_ttl_ms`. 0 disables the near cache.
     pub hot_key_rate_per_second: u32,
     /// Requests being served at once; one more is refused at once (429 reason "overloaded")
     /// instead of queueing until its caller times out. Marketing may hold only
     /// `marketing_share` of them, so under overload it is refused first.
-    pub max_in_flight: u32,
+    pub max_in_flight: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryCacheSettings {
-    pub near_cache_capacity: u64,
-    pub near_cache_ttl_ms: u64,
+    pub near_cache_capacity: NonZeroU64,
+    pub near_cache_ttl_ms: NonZeroU64,
     /// Members whose last served document is remembered (monotonic reads).
-    pub served_capacity: u64,
+    pub served_capacity: NonZeroU64,
     /// Cache fills in flight at once; more are dropped (the projector fills the cache anyway).
-    pub fill_concurrency: u32,
+    pub fill_concurrency: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -602,51 +604,14 @@ impl QueryApiSettings {
                 Err(invalid(key, "must be above 0 and at most 1"))
             }
         };
-        let positive = |key: &'static str, value: u64| {
-            if value == 0 {
-                Err(invalid(key, "must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        let b = &self.backends;
-        positive("query_api.backends.redis_timeout_ms", b.redis_timeout_ms)?;
-        positive("query_api.backends.redis_slow_ms", b.redis_slow_ms)?;
-        positive("query_api.backends.search_timeout_ms", b.search_timeout_ms)?;
-        positive("query_api.backends.search_slow_ms", b.search_slow_ms)?;
-        positive("query_api.backends.mysql_timeout_ms", b.mysql_timeout_ms)?;
-        positive("query_api.backends.mysql_slow_ms", b.mysql_slow_ms)?;
-        let br = &self.breaker;
-        positive("query_api.breaker.window_ms", br.window_ms)?;
-        positive("query_api.breaker.min_calls", br.min_calls.into())?;
-        rate("query_api.breaker.failure_rate", br.failure_rate)?;
-        rate("query_api.breaker.slow_call_rate", br.slow_call_rate)?;
-        positive("query_api.breaker.open_ms", br.open_ms)?;
-        positive(
-            "query_api.breaker.half_open_probes",
-            br.half_open_probes.into(),
+        // Every count and time of `[query_api]` that must be positive is a `NonZero*`, refused
+        // (with its key) when the settings are deserialized; only the shares are left to check.
+        rate("query_api.breaker.failure_rate", self.breaker.failure_rate)?;
+        rate(
+            "query_api.breaker.slow_call_rate",
+            self.breaker.slow_call_rate,
         )?;
-        let f = &self.flow;
-        positive(
-            "query_api.flow.global_rate_per_second",
-            f.global_rate_per_second.into(),
-        )?;
-        positive("query_api.flow.global_burst", f.global_burst.into())?;
-        rate("query_api.flow.marketing_share", f.marketing_share)?;
-        positive(
-            "query_api.flow.hotspot_rate_per_second",
-            f.hotspot_rate_per_second.into(),
-        )?;
-        positive("query_api.flow.hotspot_burst", f.hotspot_burst.into())?;
-        positive("query_api.flow.max_in_flight", f.max_in_flight.into())?;
-        let c = &self.cache;
-        positive("query_api.cache.near_cache_capacity", c.near_cache_capacity)?;
-        positive("query_api.cache.near_cache_ttl_ms", c.near_cache_ttl_ms)?;
-        positive("query_api.cache.served_capacity", c.served_capacity)?;
-        positive(
-            "query_api.cache.fill_concurrency",
-            c.fill_concurrency.into(),
-        )?;
+        rate("query_api.flow.marketing_share", self.flow.marketing_share)?;
         Ok(())
     }
 }
@@ -954,6 +919,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("query_api.breaker.min_calls"), "{err}");
+        for bad in ["0", "1.5", "-0.1"] {
+            for key in [
+                "query_api.breaker.failure_rate",
+                "query_api.breaker.slow_call_rate",
+            ] {
+                let var = format!("MEMBER__{}", key.to_uppercase().replace('.', "__"));
+                let err = Settings::load_from(None, vec![(var, bad.to_owned())])
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(key), "{key} = {bad}: {err}");
+            }
+        }
+    }
+
+    /// The counts and times typed `NonZero*`: serde refuses 0 (and negatives, and words), and the
+    /// error still names the full key, as the hand-written checks they replace did.
+    #[test]
+    fn positive_query_api_values_are_refused_at_zero_by_key() {
+        for key in [
+            "query_api.backends.redis_timeout_ms",
+            "query_api.backends.redis_slow_ms",
+            "query_api.backends.search_timeout_ms",
+            "query_api.backends.search_slow_ms",
+            "query_api.backends.mysql_timeout_ms",
+            "query_api.backends.mysql_slow_ms",
+            "query_api.breaker.window_ms",
+            "query_api.breaker.min_calls",
+            "query_api.breaker.open_ms",
+            "query_api.breaker.half_open_probes",
+            "query_api.flow.global_rate_per_second",
+            "query_api.flow.global_burst",
+            "query_api.flow.hotspot_rate_per_second",
+            "query_api.flow.hotspot_burst",
+            "query_api.flow.max_in_flight",
+            "query_api.cache.near_cache_capacity",
+            "query_api.cache.near_cache_ttl_ms",
+            "query_api.cache.served_capacity",
+            "query_api.cache.fill_concurrency",
+        ] {
+            let var = format!("MEMBER__{}", key.to_uppercase().replace('.', "__"));
+            for bad in ["0", "-1", "some"] {
+                let err = Settings::load_from(None, vec![(var.clone(), bad.to_owned())])
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(key), "{key} = {bad}: {err}");
+            }
+            Settings::load_from(None, vec![(var, "1".to_owned())])
+                .unwrap_or_else(|e| panic!("{key} = 1: {e}"));
+        }
+        // In an override file too, where the value is a TOML integer rather than a string.
+        let dir = std::env::temp_dir().join(format!("member-nonzero-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("override.toml");
+        std::fs::write(&file, "[query_api.breaker]\nhalf_open_probes = 0\n").unwrap();
+        let err = Settings::load_from(Some(file.to_str().unwrap()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query_api.breaker.half_open_probes"), "{err}");
     }
 
     #[test]

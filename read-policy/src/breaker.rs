@@ -15,6 +15,7 @@
 //!   it with an empty window. A probe whose outcome never comes back (its request was cancelled)
 //!   is given up after `open_for`, so a lost probe cannot wedge the breaker half-open.
 
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -57,26 +58,31 @@ impl Default for BreakerPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerSettings {
-    pub window_ms: u64,
-    pub min_calls: u32,
+    // Counts and times that must be positive are `NonZero*`: serde refuses 0 and the settings
+    // loader names the key, so no range check is written for them.
+    pub window_ms: NonZeroU64,
+    pub min_calls: NonZeroU32,
+    /// Checked by the settings loader: above 0 and at most 1.
     pub failure_rate: f64,
+    /// As `failure_rate`.
     pub slow_call_rate: f64,
-    pub open_ms: u64,
-    pub half_open_probes: u32,
+    pub open_ms: NonZeroU64,
+    pub half_open_probes: NonZeroU32,
+    /// 0: only the rates decide.
     pub consecutive_failures: u32,
 }
 
 impl BreakerSettings {
     /// The breaker policy for a backend whose calls are slow at `slow_ms`.
-    pub fn policy(&self, slow_ms: u64) -> BreakerPolicy {
+    pub fn policy(&self, slow_ms: NonZeroU64) -> BreakerPolicy {
         BreakerPolicy {
-            window: Duration::from_millis(self.window_ms),
-            min_calls: self.min_calls,
+            window: Duration::from_millis(self.window_ms.get()),
+            min_calls: self.min_calls.get(),
             failure_rate: self.failure_rate,
-            slow_call: Duration::from_millis(slow_ms),
+            slow_call: Duration::from_millis(slow_ms.get()),
             slow_call_rate: self.slow_call_rate,
-            open_for: Duration::from_millis(self.open_ms),
-            half_open_probes: self.half_open_probes,
+            open_for: Duration::from_millis(self.open_ms.get()),
+            half_open_probes: self.half_open_probes.get(),
             consecutive_failures: self.consecutive_failures,
         }
     }

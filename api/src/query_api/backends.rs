@@ -130,7 +130,7 @@ impl Registry {
                 Backend {
                     target,
                     reader,
-                    timeout: Duration::from_millis(timeout_ms),
+                    timeout: Duration::from_millis(timeout_ms.get()),
                     breaker: Mutex::new(Breaker::new(settings.breaker.policy(slow_ms), now)),
                     faulted: AtomicBool::new(false),
                     recovering: AtomicBool::new(false),
