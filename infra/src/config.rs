@@ -3,7 +3,7 @@
 //! at start with an error that names the key.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use member_read_policy::{BreakerSettings, ReadClass};
@@ -35,7 +35,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
     pub url: String,
-    pub max_connections: u32,
+    pub max_connections: NonZeroU32,
 }
 
 #[derive(Clone, Deserialize)]
@@ -44,7 +44,7 @@ pub struct MysqlSettings {
     pub url: String,
     pub logical_shards: u32,
     pub databases: Vec<String>,
-    pub max_connections: u32,
+    pub max_connections: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,7 +246,7 @@ pub struct ElasticsearchSettings {
     pub primary_url: String,
     pub backup_url: String,
     pub marketing_url: String,
-    pub shards: u32,
+    pub shards: NonZeroU32,
     /// Replicas of each shard; 0 on the local stack's one-node clusters (a replica could never
     /// be allocated there and every index would stay yellow).
     pub replicas: u32,
@@ -266,11 +266,11 @@ pub struct CommandApiSettings {
     pub member_cache_idle_seconds: u64,
     /// How many group-commit statements the command path has in flight at once; appends that
     /// arrive meanwhile share the next one (infra/src/event_store/group_commit.rs).
-    pub append_writers: usize,
+    pub append_writers: NonZeroUsize,
     /// The global write budget (all callers), which protects the event store: writes per second,
     /// and how many may come at once above that. Each caller also has its own write quota.
-    pub write_rate_per_second: u32,
-    pub write_burst: u32,
+    pub write_rate_per_second: NonZeroU32,
+    pub write_burst: NonZeroU32,
     /// A client that has not sent a whole request head after this long is disconnected (slow
     /// clients hold connections open otherwise).
     pub header_read_timeout_ms: u64,
@@ -518,16 +518,10 @@ impl Settings {
         url_scheme("mysql.url", &self.mysql.url, &["mysql", "mariadb"])?;
         url_scheme("redis.a.url", &self.redis.a.url, &["redis", "rediss"])?;
         url_scheme("redis.b.url", &self.redis.b.url, &["redis", "rediss"])?;
-        if self.postgres.max_connections == 0 {
-            return Err(invalid("postgres.max_connections", "must be at least 1"));
-        }
-        if self.mysql.max_connections == 0 {
-            return Err(invalid("mysql.max_connections", "must be at least 1"));
-        }
-        if self.command_api.append_writers == 0 {
-            return Err(invalid("command_api.append_writers", "must be at least 1"));
-        }
-        if self.command_api.append_writers as u64 > u64::from(self.postgres.max_connections) {
+        // Counts that must only be positive are `NonZero*`: serde refused 0 with the key named.
+        if self.command_api.append_writers.get() as u64
+            > u64::from(self.postgres.max_connections.get())
+        {
             return Err(invalid(
                 "command_api.append_writers",
                 "must not exceed postgres.max_connections (each statement holds a connection)",
@@ -558,15 +552,6 @@ impl Settings {
                 "must be between 1 and 100000",
             ));
         }
-        if self.search.elasticsearch.shards == 0 {
-            return Err(invalid("search.elasticsearch.shards", "must be at least 1"));
-        }
-        if self.command_api.write_rate_per_second == 0 {
-            return Err(invalid(
-                "command_api.write_rate_per_second",
-                "must be at least 1",
-            ));
-        }
         for (key, ms) in [
             (
                 "command_api.header_read_timeout_ms",
@@ -580,9 +565,6 @@ impl Settings {
             if ms == 0 || ms > 600_000 {
                 return Err(invalid(key, "must be between 1 and 600000"));
             }
-        }
-        if self.command_api.write_burst == 0 {
-            return Err(invalid("command_api.write_burst", "must be at least 1"));
         }
         validate_callers(&self.callers)?;
         self.query_api.validate()
@@ -936,8 +918,14 @@ mod tests {
     /// The counts and times typed `NonZero*`: serde refuses 0 (and negatives, and words), and the
     /// error still names the full key, as the hand-written checks they replace did.
     #[test]
-    fn positive_query_api_values_are_refused_at_zero_by_key() {
+    fn positive_values_are_refused_at_zero_by_key() {
         for key in [
+            "postgres.max_connections",
+            "mysql.max_connections",
+            "search.elasticsearch.shards",
+            "command_api.append_writers",
+            "command_api.write_rate_per_second",
+            "command_api.write_burst",
             "query_api.backends.redis_timeout_ms",
             "query_api.backends.redis_slow_ms",
             "query_api.backends.search_timeout_ms",
@@ -965,7 +953,12 @@ mod tests {
                     .to_string();
                 assert!(err.contains(key), "{key} = {bad}: {err}");
             }
-            Settings::load_from(None, vec![(var, "1".to_owned())])
+            // One append writer, so that postgres.max_connections = 1 is allowed too.
+            let writers = (
+                "MEMBER__COMMAND_API__APPEND_WRITERS".to_owned(),
+                "1".to_owned(),
+            );
+            Settings::load_from(None, vec![writers, (var, "1".to_owned())])
                 .unwrap_or_else(|e| panic!("{key} = 1: {e}"));
         }
         // In an override file too, where the value is a TOML integer rather than a string.

@@ -12,7 +12,7 @@ pub fn fresh_settings(logical_shards: u32, databases: usize) -> MysqlSettings {
     MysqlSettings {
         logical_shards,
         databases: (0..databases).map(|i| format!("{prefix}_db_{i}")).collect(),
-        max_connections: 4,
+        max_connections: std::num::NonZeroU32::new(4).unwrap(),
         ..base
     }
 }

@@ -40,7 +40,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.url.parse()?;
     PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(settings.max_connections.get())
         .acquire_timeout(Duration::from_secs(5))
         // sqlx pings every connection it hands out by default: one more round trip per
         // statement, which on the command path (one statement per command) doubled them. A

@@ -139,7 +139,7 @@ impl MysqlShards {
             .iter()
             .map(|db| {
                 MySqlPoolOptions::new()
-                    .max_connections(settings.max_connections)
+                    .max_connections(settings.max_connections.get())
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(server.clone().database(db))
             })

@@ -169,7 +169,7 @@ impl SearchIndex {
                 let es = &settings.search.elasticsearch;
                 let options = elasticsearch::IndexOptions {
                     index: es.index_prefix.clone(),
-                    shards: es.shards,
+                    shards: es.shards.get(),
                     replicas: es.replicas,
                     refresh,
                 };
