@@ -31,17 +31,17 @@ pub struct Settings {
     pub callers: Vec<CallerSettings>,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
-    pub url: String,
+    pub url: SecretUrl,
     pub max_connections: NonZeroU32,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlSettings {
-    pub url: String,
+    pub url: SecretUrl,
     pub logical_shards: u32,
     pub databases: Vec<String>,
     pub max_connections: NonZeroU32,
@@ -64,51 +64,42 @@ pub enum RedisCenter {
     B,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisCenterSettings {
-    pub url: String,
+    pub url: SecretUrl,
 }
 
-// Connection URLs may carry passwords: `Debug` shows them without.
-impl std::fmt::Debug for PostgresSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresSettings")
-            .field("url", &redact_url(&self.url))
-            .field("max_connections", &self.max_connections)
-            .finish()
+/// A connection URL, which may carry a password (`scheme://user:password@host/...`). Held as a
+/// [`SecretString`]: zeroized on drop, no `Display`, and `Debug` shows it with the password as
+/// `***` but the host visible (operators need to see where a process connects). Every use spells
+/// [`SecretUrl::expose_secret`], so a URL cannot reach a log or an error by accident.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(SecretString);
+
+impl SecretUrl {
+    /// The URL, password included: for connecting, never for logs or errors.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
-impl std::fmt::Debug for MysqlSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MysqlSettings")
-            .field("url", &redact_url(&self.url))
-            .field("logical_shards", &self.logical_shards)
-            .field("databases", &self.databases)
-            .field("max_connections", &self.max_connections)
-            .finish()
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        Self(SecretString::from(url))
     }
 }
 
-impl std::fmt::Debug for RedisCenterSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCenterSettings")
-            .field("url", &redact_url(&self.url))
-            .finish()
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        Self(SecretString::from(url))
     }
 }
 
-impl std::fmt::Debug for ElasticsearchSettings {
+impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ElasticsearchSettings")
-            .field("primary_url", &redact_url(&self.primary_url))
-            .field("backup_url", &redact_url(&self.backup_url))
-            .field("marketing_url", &redact_url(&self.marketing_url))
-            .field("shards", &self.shards)
-            .field("replicas", &self.replicas)
-            .field("index_prefix", &self.index_prefix)
-            .finish()
+        std::fmt::Debug::fmt(&redact_url(self.expose_secret()), f)
     }
 }
 
@@ -240,12 +231,12 @@ impl SearchEngine {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSettings {
-    pub primary_url: String,
-    pub backup_url: String,
-    pub marketing_url: String,
+    pub primary_url: SecretUrl,
+    pub backup_url: SecretUrl,
+    pub marketing_url: SecretUrl,
     pub shards: NonZeroU32,
     /// Replicas of each shard; 0 on the local stack's one-node clusters (a replica could never
     /// be allocated there and every index would stay yellow).
@@ -512,12 +503,24 @@ impl Settings {
         };
         url_scheme(
             "postgres.url",
-            &self.postgres.url,
+            self.postgres.url.expose_secret(),
             &["postgres", "postgresql"],
         )?;
-        url_scheme("mysql.url", &self.mysql.url, &["mysql", "mariadb"])?;
-        url_scheme("redis.a.url", &self.redis.a.url, &["redis", "rediss"])?;
-        url_scheme("redis.b.url", &self.redis.b.url, &["redis", "rediss"])?;
+        url_scheme(
+            "mysql.url",
+            self.mysql.url.expose_secret(),
+            &["mysql", "mariadb"],
+        )?;
+        url_scheme(
+            "redis.a.url",
+            self.redis.a.url.expose_secret(),
+            &["redis", "rediss"],
+        )?;
+        url_scheme(
+            "redis.b.url",
+            self.redis.b.url.expose_secret(),
+            &["redis", "rediss"],
+        )?;
         // Counts that must only be positive are `NonZero*`: serde refused 0 with the key named.
         if self.command_api.append_writers.get() as u64
             > u64::from(self.postgres.max_connections.get())
@@ -679,12 +682,12 @@ mod tests {
     fn defaults_load_with_every_local_address() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(
-            s.postgres.url,
+            s.postgres.url.expose_secret(),
             "postgres://member:member@127.0.0.1:5432/member"
         );
-        assert!(s.mysql.url.contains("127.0.0.1:3306"));
-        assert_eq!(s.redis.a.url, "redis://127.0.0.1:6379");
-        assert_eq!(s.redis.b.url, "redis://127.0.0.1:6380");
+        assert!(s.mysql.url.expose_secret().contains("127.0.0.1:3306"));
+        assert_eq!(s.redis.a.url.expose_secret(), "redis://127.0.0.1:6379");
+        assert_eq!(s.redis.b.url.expose_secret(), "redis://127.0.0.1:6380");
         assert_eq!(s.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(s.kafka.partitions, 6);
         assert_eq!(s.kafka.replication_factor, 1);
@@ -712,7 +715,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.kafka.partitions, 7);
-        assert_eq!(s.redis.b.url, "redis://127.0.0.1:7000");
+        assert_eq!(s.redis.b.url.expose_secret(), "redis://127.0.0.1:7000");
         assert_eq!(s.mysql.databases, vec!["x_0", "x_1"]);
     }
 
@@ -863,6 +866,7 @@ mod tests {
             assert!(!debug.contains(key), "{key} in Debug");
         }
         assert!(!debug.contains("member:member@"), "a password in Debug");
+        assert!(debug.contains("member:***@127.0.0.1:5432"), "{debug}");
         assert!(debug.contains("local-writer"), "caller names stay visible");
         let s = Settings::load_from(
             None,

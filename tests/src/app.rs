@@ -28,7 +28,7 @@ pub struct TestStack {
 pub async fn isolated_settings() -> (Settings, PgPool, tempfile::TempDir) {
     let (pool, url) = crate::postgres::fresh_event_store_with_url().await;
     let mut settings = crate::settings();
-    settings.postgres.url = url;
+    settings.postgres.url = url.into();
     settings.postgres.max_connections = NonZeroU32::new(10).unwrap();
     settings.kafka = crate::kafka::test_topic(3);
     let prefix = crate::unique("member_t");

@@ -30,7 +30,7 @@ pub async fn migrated(settings: &MysqlSettings) -> MysqlShards {
 pub async fn drop_databases(shards: &MysqlShards) {
     shards.close().await;
     // A connection without a default database: the pools' connections name one of the dropped.
-    let mut admin = MySqlConnection::connect(&crate::settings().mysql.url)
+    let mut admin = MySqlConnection::connect(crate::settings().mysql.url.expose_secret())
         .await
         .expect("mariadb answers");
     for db in shards.shard_map().databases() {

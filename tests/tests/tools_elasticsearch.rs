@@ -32,9 +32,13 @@ async fn handle(settings: &member_infra::config::Settings) -> ElasticsearchIndex
         replicas: es.replicas,
         refresh: Duration::from_millis(settings.search.refresh_ms),
     };
-    ElasticsearchIndex::connect(&es.primary_url, SearchCluster::Primary, options)
-        .await
-        .expect("the test's indices")
+    ElasticsearchIndex::connect(
+        es.primary_url.expose_secret(),
+        SearchCluster::Primary,
+        options,
+    )
+    .await
+    .expect("the test's indices")
 }
 
 /// The concrete indices behind both aliases.

@@ -38,7 +38,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connects a pool to the event store. Fails fast (5 s) when the database does not answer.
 pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = settings.url.parse()?;
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
     PgPoolOptions::new()
         .max_connections(settings.max_connections.get())
         .acquire_timeout(Duration::from_secs(5))
