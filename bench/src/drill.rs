@@ -120,10 +120,16 @@ async fn drill(
     let mysql_host = base
         .mysql
         .url
+        .expose_secret()
         .rsplit_once('@')
         .map(|(_, h)| h.trim_end_matches('/'))
         .context("mysql url with user@host:port")?;
-    let (credentials, _) = base.mysql.url.rsplit_once('@').context("mysql url")?;
+    let (credentials, _) = base
+        .mysql
+        .url
+        .expose_secret()
+        .rsplit_once('@')
+        .context("mysql url")?;
     let mariadb_proxy = FaultProxy::start(
         tokio::net::lookup_host(mysql_host)
             .await?
@@ -204,7 +210,7 @@ async fn drill_in(
 
     // Readers straight at the stores (not through the proxies), to see when they caught up.
     let mut direct = env.settings.clone();
-    direct.redis.a.url = redis_a.url();
+    direct.redis.a.url = redis_a.url().into();
     direct.mysql.url = member_infra::config::Settings::load()?.mysql.url;
     let redis_a_reader = Store::open(Target::RedisA, &direct).await?.reader();
     let mysql_reader = Store::open(Target::Mysql, &direct).await?.reader();

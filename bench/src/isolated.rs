@@ -45,7 +45,7 @@ impl Isolated {
         std::fs::create_dir_all(dir.join("logs")).context("creating the work directory")?;
         let base = Settings::load().context("loading the member configuration")?;
         let pg_database = format!("member_bench_{tag}");
-        let mut admin = PgConnection::connect(&base.postgres.url)
+        let mut admin = PgConnection::connect(base.postgres.url.expose_secret())
             .await
             .context("connecting to PostgreSQL (is the stack up? make stack-up)")?;
         sqlx::query(&format!("CREATE DATABASE {pg_database}"))
@@ -57,10 +57,10 @@ impl Isolated {
         let redis_a_url = overrides.redis_a_url.unwrap_or_else(|| redis_a.url());
         let command: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let query: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let pg_url = with_database(&base.postgres.url, &pg_database);
+        let pg_url = with_database(base.postgres.url.expose_secret(), &pg_database);
         let mysql_url = overrides
             .mysql_url
-            .unwrap_or_else(|| base.mysql.url.clone());
+            .unwrap_or_else(|| base.mysql.url.expose_secret().to_owned());
         let databases: Vec<String> = (0..4).map(|i| format!("member_b_{tag}_db_{i}")).collect();
         let config_file = dir.join("member.toml");
         let mut toml = String::new();
@@ -175,7 +175,7 @@ impl Isolated {
     pub async fn pg_pool(&self) -> anyhow::Result<sqlx::PgPool> {
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
-            .connect(&self.settings.postgres.url)
+            .connect(self.settings.postgres.url.expose_secret())
             .await
             .context("connecting to the benchmark's event store")
     }
@@ -183,7 +183,7 @@ impl Isolated {
     /// A new, never-used database name on the PostgreSQL server (for pgbench).
     pub async fn extra_pg_database(&self, suffix: &str) -> anyhow::Result<String> {
         let name = format!("{}_{suffix}", self.pg_database);
-        let mut admin = PgConnection::connect(&self.base.postgres.url).await?;
+        let mut admin = PgConnection::connect(self.base.postgres.url.expose_secret()).await?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -192,19 +192,21 @@ impl Isolated {
     }
 
     pub fn pg_url_of(&self, database: &str) -> String {
-        with_database(&self.base.postgres.url, database)
+        with_database(self.base.postgres.url.expose_secret(), database)
     }
 
     /// Drops every database this environment created (PostgreSQL and MariaDB).
     pub async fn drop_databases(&self, extra_pg: &[String], extra_mysql: &[String]) {
-        if let Ok(mut admin) = PgConnection::connect(&self.base.postgres.url).await {
+        if let Ok(mut admin) = PgConnection::connect(self.base.postgres.url.expose_secret()).await {
             for db in std::iter::once(&self.pg_database).chain(extra_pg) {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await;
             }
         }
-        if let Ok(mut admin) = sqlx::MySqlConnection::connect(&self.base.mysql.url).await {
+        if let Ok(mut admin) =
+            sqlx::MySqlConnection::connect(self.base.mysql.url.expose_secret()).await
+        {
             for db in self.settings.mysql.databases.iter().chain(extra_mysql) {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`"))
                     .execute(&mut admin)

@@ -262,7 +262,7 @@ pub async fn bench(
     // Cold cache: both centers flushed, and the in-process near cache expired (wrk made every
     // key hot); each identity read once.
     tokio::time::sleep(Duration::from_millis(
-        2 * env.settings.query_api.cache.near_cache_ttl_ms + 100,
+        2 * env.settings.query_api.cache.near_cache_ttl_ms.get() + 100,
     ))
     .await;
     env.redis_a.flush_all().await?;

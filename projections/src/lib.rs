@@ -4,9 +4,9 @@
 //! - [`record`]: the record the relay publishes to Kafka (event envelope + document after it);
 //! - [`batch`]: a batch compacted to the newest state of each row, as sinks write it;
 //! - [`shards`]: the routing of members and identities to MySQL logical shards and databases;
-//! - the sink and source ports and the projector loop (see `projector`);
-//! - the read policy of the query API, without I/O: [`routing`] (chains per caller class) and
-//!   [`breaker`] (the circuit breaker state machine).
+//! - the sink and source ports and the projector loop (see `projector`).
+//!
+//! The query API's read policy (routing chains, circuit breaker) lives in `member-read-policy`.
 //!
 //! With the `test-support` feature (tests only, never the `member` binary): `fixtures` (records
 //! built from domain events, as the relay builds them) and `memory` (the in-memory reference
@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
-pub mod breaker;
 pub mod document;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
@@ -22,7 +21,6 @@ pub mod fixtures;
 pub mod memory;
 pub mod projector;
 pub mod record;
-pub mod routing;
 pub mod shards;
 pub mod sink;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 //! test uses fresh member ids and identity values, so they do not collide).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use member_api::app::{App, Role};
@@ -27,19 +28,19 @@ pub struct TestStack {
 pub async fn isolated_settings() -> (Settings, PgPool, tempfile::TempDir) {
     let (pool, url) = crate::postgres::fresh_event_store_with_url().await;
     let mut settings = crate::settings();
-    settings.postgres.url = url;
-    settings.postgres.max_connections = 10;
+    settings.postgres.url = url.into();
+    settings.postgres.max_connections = NonZeroU32::new(10).unwrap();
     settings.kafka = crate::kafka::test_topic(3);
     let prefix = crate::unique("member_t");
     settings.mysql.databases = (0..4).map(|i| format!("{prefix}_db_{i}")).collect();
     settings.mysql.logical_shards = 16;
-    settings.mysql.max_connections = 4;
+    settings.mysql.max_connections = NonZeroU32::new(4).unwrap();
     let data_dir = tempfile::tempdir().expect("temp dir");
     settings.data_dir = data_dir.path().to_path_buf();
     settings.search.refresh_ms = 100;
     // Indices of the test's own on the shared clusters (started if they do not answer).
     settings.search.elasticsearch.index_prefix = crate::unique("member_t");
-    settings.search.elasticsearch.shards = 1;
+    settings.search.elasticsearch.shards = NonZeroU32::MIN;
     if settings.search.engine == SearchEngine::Elasticsearch {
         for cluster in member_infra::search::SearchCluster::ALL {
             crate::elasticsearch::ensure_cluster(cluster);

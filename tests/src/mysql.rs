@@ -12,7 +12,7 @@ pub fn fresh_settings(logical_shards: u32, databases: usize) -> MysqlSettings {
     MysqlSettings {
         logical_shards,
         databases: (0..databases).map(|i| format!("{prefix}_db_{i}")).collect(),
-        max_connections: 4,
+        max_connections: std::num::NonZeroU32::new(4).unwrap(),
         ..base
     }
 }
@@ -30,7 +30,7 @@ pub async fn migrated(settings: &MysqlSettings) -> MysqlShards {
 pub async fn drop_databases(shards: &MysqlShards) {
     shards.close().await;
     // A connection without a default database: the pools' connections name one of the dropped.
-    let mut admin = MySqlConnection::connect(&crate::settings().mysql.url)
+    let mut admin = MySqlConnection::connect(crate::settings().mysql.url.expose_secret())
         .await
         .expect("mariadb answers");
     for db in shards.shard_map().databases() {

@@ -19,14 +19,14 @@ pub async fn fresh_event_store() -> PgPool {
 pub async fn fresh_event_store_with_url() -> (PgPool, String) {
     let settings = crate::settings();
     let name = crate::unique("member_test");
-    let mut admin = PgConnection::connect(&settings.postgres.url)
+    let mut admin = PgConnection::connect(settings.postgres.url.expose_secret())
         .await
         .expect("the event store answers (is the stack up? make stack-up)");
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await
         .expect("create test database");
-    let url = url_with_database(&settings.postgres.url, &name);
+    let url = url_with_database(settings.postgres.url.expose_secret(), &name);
     let pool = PgPoolOptions::new()
         .max_connections(20)
         .connect(&url)

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -237,14 +238,14 @@ impl Stores {
 pub fn query_settings() -> Settings {
     let mut s = Settings::load_from(None, Vec::new()).expect("default configuration loads");
     let q = &mut s.query_api;
-    q.breaker.min_calls = 3;
-    q.breaker.open_ms = 500;
+    q.breaker.min_calls = NonZeroU32::new(3).unwrap();
+    q.breaker.open_ms = NonZeroU64::new(500).unwrap();
     // No near cache unless a test asks for it (it would answer instead of the backends).
     q.flow.hot_key_rate_per_second = 0;
-    q.flow.hotspot_rate_per_second = 100_000;
-    q.flow.hotspot_burst = 100_000;
-    q.flow.global_rate_per_second = 100_000;
-    q.flow.global_burst = 100_000;
+    q.flow.hotspot_rate_per_second = NonZeroU32::new(100_000).unwrap();
+    q.flow.hotspot_burst = NonZeroU32::new(100_000).unwrap();
+    q.flow.global_rate_per_second = NonZeroU32::new(100_000).unwrap();
+    q.flow.global_burst = NonZeroU32::new(100_000).unwrap();
     for c in &mut s.callers {
         c.rate_per_second = 100_000;
         c.burst = 100_000;

@@ -29,7 +29,7 @@ pub fn center_with_expiry(target: &str, expiry: Expiry) -> RedisCenter {
     } else {
         settings.a.url
     };
-    RedisCenter::new(target, &url, expiry).expect("redis url")
+    RedisCenter::new(target, url.expose_secret(), expiry).expect("redis url")
 }
 
 /// A `redis-server` of the test's own on a free loopback port, without persistence; killed on

@@ -1,6 +1,7 @@
 //! `spawn_command_api()`: the real command API on a free port over a fresh event store.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 
 use member_api::command_api::CommandApi;
 use member_infra::config::{CallerSettings, CommandApiSettings};
@@ -37,9 +38,9 @@ pub fn command_api_settings() -> CommandApiSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         member_cache_capacity: 10_000,
         member_cache_idle_seconds: 300,
-        append_writers: 4,
-        write_rate_per_second: 100_000,
-        write_burst: 100_000,
+        append_writers: NonZeroUsize::new(4).unwrap(),
+        write_rate_per_second: NonZeroU32::new(100_000).unwrap(),
+        write_burst: NonZeroU32::new(100_000).unwrap(),
         header_read_timeout_ms: 10_000,
     }
 }

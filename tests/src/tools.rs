@@ -11,7 +11,10 @@ use uuid::Uuid;
 /// The environment that points a `member` process at the test's stack.
 pub fn member_env(settings: &Settings) -> Vec<(String, String)> {
     [
-        ("MEMBER__POSTGRES__URL", settings.postgres.url.clone()),
+        (
+            "MEMBER__POSTGRES__URL",
+            settings.postgres.url.expose_secret().to_owned(),
+        ),
         ("MEMBER__KAFKA__TOPIC", settings.kafka.topic.clone()),
         (
             "MEMBER__MYSQL__DATABASES",
@@ -22,8 +25,14 @@ pub fn member_env(settings: &Settings) -> Vec<(String, String)> {
             settings.mysql.logical_shards.to_string(),
         ),
         ("MEMBER__DATA_DIR", settings.data_dir.display().to_string()),
-        ("MEMBER__REDIS__A__URL", settings.redis.a.url.clone()),
-        ("MEMBER__REDIS__B__URL", settings.redis.b.url.clone()),
+        (
+            "MEMBER__REDIS__A__URL",
+            settings.redis.a.url.expose_secret().to_owned(),
+        ),
+        (
+            "MEMBER__REDIS__B__URL",
+            settings.redis.b.url.expose_secret().to_owned(),
+        ),
         (
             "MEMBER__SEARCH__REFRESH_MS",
             settings.search.refresh_ms.to_string(),

@@ -1,6 +1,8 @@
 //! Access control on both APIs against the real PostgreSQL: each scope, the write quotas, request
 //! ids, and who-did-what on every event with the history endpoint.
 
+use std::num::NonZeroU32;
+
 use futures::future::join_all;
 use member_infra::config::Scope;
 use member_tests::postgres::event_count;
@@ -328,8 +330,8 @@ async fn a_writer_over_its_quota_gets_429_and_does_not_starve_another() {
 async fn the_global_write_budget_refuses_once_spent() {
     let pool = member_tests::postgres::fresh_event_store().await;
     let mut settings = command_api_settings();
-    settings.write_rate_per_second = 1;
-    settings.write_burst = 4;
+    settings.write_rate_per_second = NonZeroU32::MIN;
+    settings.write_burst = NonZeroU32::new(4).unwrap();
     let app = spawn_command_api_with(pool, settings, test_callers()).await;
     let mut statuses = Vec::new();
     for _ in 0..8 {

@@ -101,7 +101,10 @@ async fn the_console_in_headless_chromium() {
     .unwrap();
     let import = std::process::Command::new(member_binary())
         .args(["import", "--from", file.to_str().unwrap()])
-        .env("MEMBER__POSTGRES__URL", &app.settings.postgres.url)
+        .env(
+            "MEMBER__POSTGRES__URL",
+            app.settings.postgres.url.expose_secret(),
+        )
         .env("RUST_LOG", "warn")
         .output()
         .expect("run member import");

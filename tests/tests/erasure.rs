@@ -222,7 +222,11 @@ async fn erasure_racing_binds_and_other_erasures_leaves_nothing_bound() {
 
 /// Everything stored in the test's MariaDB databases, as text (mysqldump).
 fn mysql_dump(settings: &member_infra::config::Settings) -> String {
-    let rest = settings.mysql.url.trim_start_matches("mysql://");
+    let rest = settings
+        .mysql
+        .url
+        .expose_secret()
+        .trim_start_matches("mysql://");
     let (credentials, address) = rest.split_once('@').expect("user@host in mysql.url");
     let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
     let address = address.trim_end_matches('/');
@@ -250,7 +254,7 @@ async fn redis_dump(
 ) -> String {
     let mut dump = String::new();
     for url in [&settings.redis.a.url, &settings.redis.b.url] {
-        let mut conn = member_tests::redis::raw(url).await;
+        let mut conn = member_tests::redis::raw(url.expose_secret()).await;
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -284,7 +288,8 @@ async fn search_dump(settings: &member_infra::config::Settings) -> String {
     let es = &settings.search.elasticsearch;
     for url in [&es.primary_url, &es.backup_url, &es.marketing_url] {
         let body = reqwest::get(format!(
-            "{url}/{}*/_search?size=10000&expand_wildcards=all",
+            "{}/{}*/_search?size=10000&expand_wildcards=all",
+            url.expose_secret(),
             es.index_prefix
         ))
         .await

@@ -45,7 +45,10 @@ async fn two_processes_of_a_target_share_it_and_the_survivor_of_a_sigkill_conver
     let shards = settings.mysql.logical_shards.to_string();
     let data_dir = settings.data_dir.display().to_string();
     let env = [
-        ("MEMBER__POSTGRES__URL", settings.postgres.url.as_str()),
+        (
+            "MEMBER__POSTGRES__URL",
+            settings.postgres.url.expose_secret(),
+        ),
         ("MEMBER__KAFKA__TOPIC", settings.kafka.topic.as_str()),
         ("MEMBER__MYSQL__DATABASES", databases.as_str()),
         ("MEMBER__MYSQL__LOGICAL_SHARDS", shards.as_str()),

@@ -23,7 +23,10 @@ async fn sigkilled_projectors_converge_after_restart() {
     let data_dir = settings.data_dir.display().to_string();
     let search_shards = settings.search.elasticsearch.shards.to_string();
     let env = [
-        ("MEMBER__POSTGRES__URL", settings.postgres.url.as_str()),
+        (
+            "MEMBER__POSTGRES__URL",
+            settings.postgres.url.expose_secret(),
+        ),
         ("MEMBER__KAFKA__TOPIC", settings.kafka.topic.as_str()),
         ("MEMBER__MYSQL__DATABASES", databases.as_str()),
         ("MEMBER__MYSQL__LOGICAL_SHARDS", shards.as_str()),

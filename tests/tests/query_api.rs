@@ -1,6 +1,7 @@
 //! The query API over in-memory backends: fail-over along the chains, caller isolation,
 //! monotonic reads, cache fill, flow control, admin endpoints and the contract's errors.
 
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
 use member_api::query_api::SERVED_FROM;
@@ -545,9 +546,9 @@ async fn a_caller_over_its_quota_gets_429_with_retry_after() {
 async fn a_hot_identity_is_limited_and_served_from_the_near_cache() {
     let mut settings = query_settings();
     settings.query_api.flow.hot_key_rate_per_second = 2;
-    settings.query_api.flow.hotspot_rate_per_second = 1;
-    settings.query_api.flow.hotspot_burst = 8;
-    settings.query_api.cache.near_cache_ttl_ms = 60_000;
+    settings.query_api.flow.hotspot_rate_per_second = NonZeroU32::new(1).unwrap();
+    settings.query_api.flow.hotspot_burst = NonZeroU32::new(8).unwrap();
+    settings.query_api.cache.near_cache_ttl_ms = NonZeroU64::new(60_000).unwrap();
     let app = spawn_query_api_with(Stores::new(), settings).await;
     let (_, h, mobile) = member();
     let (_, h2, other_mobile) = member();
@@ -582,8 +583,8 @@ async fn a_hot_identity_is_limited_and_served_from_the_near_cache() {
 #[tokio::test]
 async fn marketing_is_shed_before_order_under_the_global_limit() {
     let mut settings = query_settings();
-    settings.query_api.flow.global_rate_per_second = 1;
-    settings.query_api.flow.global_burst = 20;
+    settings.query_api.flow.global_rate_per_second = NonZeroU32::new(1).unwrap();
+    settings.query_api.flow.global_burst = NonZeroU32::new(20).unwrap();
     settings.query_api.flow.marketing_share = 0.25;
     let app = spawn_query_api_with(Stores::new(), settings).await;
     let mut marketing_ok = 0;
@@ -659,11 +660,14 @@ async fn assert_overloaded(app: &QueryApp, key: &str, id: Uuid) {
 #[tokio::test]
 async fn requests_over_the_in_flight_bound_are_refused_at_once_marketing_first() {
     let mut settings = query_settings();
-    settings.query_api.flow.max_in_flight = 4;
+    settings.query_api.flow.max_in_flight = NonZeroU32::new(4).unwrap();
     settings.query_api.flow.marketing_share = 0.5;
     // Slow reads are held, not timed out, so the slots stay taken.
     let b = &mut settings.query_api.backends;
-    (b.redis_timeout_ms, b.redis_slow_ms) = (10_000, 10_000);
+    (b.redis_timeout_ms, b.redis_slow_ms) = (
+        NonZeroU64::new(10_000).unwrap(),
+        NonZeroU64::new(10_000).unwrap(),
+    );
     let app = spawn_query_api_with(Stores::new(), settings).await;
     let (id, h, _) = member();
     app.stores.apply_all(h.records()).await;

@@ -36,7 +36,10 @@ async fn a_query_api_process_serves_what_a_projector_process_wrote_to_elasticsea
     let shards = settings.mysql.logical_shards.to_string();
     let listen = format!("127.0.0.1:{}", free_port());
     let env = [
-        ("MEMBER__POSTGRES__URL", settings.postgres.url.as_str()),
+        (
+            "MEMBER__POSTGRES__URL",
+            settings.postgres.url.expose_secret(),
+        ),
         ("MEMBER__KAFKA__TOPIC", settings.kafka.topic.as_str()),
         ("MEMBER__MYSQL__DATABASES", databases.as_str()),
         ("MEMBER__MYSQL__LOGICAL_SHARDS", shards.as_str()),

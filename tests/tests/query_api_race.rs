@@ -4,6 +4,7 @@
 //! by identity. No reader ever sees a version lower than one it saw before, and no read that
 //! starts after a version was served returns an older one (per-process monotonic reads).
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,8 +58,8 @@ async fn concurrent_readers_never_see_a_version_go_backwards() {
     // Keep the near cache in play, without letting it answer most reads (the backends' lag is
     // what this test is about).
     settings.query_api.flow.hot_key_rate_per_second = 100;
-    settings.query_api.cache.near_cache_ttl_ms = 20;
-    settings.query_api.breaker.open_ms = 100;
+    settings.query_api.cache.near_cache_ttl_ms = NonZeroU64::new(20).unwrap();
+    settings.query_api.breaker.open_ms = NonZeroU64::new(100).unwrap();
     let app = Arc::new(spawn_query_api_with(Stores::new(), settings).await);
     let (id, h, mobile) = history();
     let records = h.records().to_vec();

@@ -38,8 +38,8 @@ async fn order_reads_survive_each_backend_going_down_and_return_when_restored() 
     let (mut settings, pool, data_dir) = isolated_settings().await;
     let redis_a = FaultProxy::start("127.0.0.1:6379".parse().unwrap()).await;
     let mariadb = FaultProxy::start("127.0.0.1:3306".parse().unwrap()).await;
-    settings.redis.a.url = format!("redis://{}", redis_a.addr());
-    settings.mysql.url = format!("mysql://member:member@{}", mariadb.addr());
+    settings.redis.a.url = format!("redis://{}", redis_a.addr()).into();
+    settings.mysql.url = format!("mysql://member:member@{}", mariadb.addr()).into();
     let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = spawn_app_with(settings, pool, data_dir, &roles).await;

@@ -3,6 +3,7 @@
 //! second, and readers read by id and by identity. No reader ever sees a version lower than one it
 //! saw before.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,8 @@ async fn readers_never_see_a_version_go_backwards() {
     settings.search.refresh_ms = 1000;
     // Readers hammer one member: lift the hotspot limit, and keep reads off the near cache so they
     // really go to Redis and search.
-    settings.query_api.flow.hotspot_rate_per_second = 1_000_000;
-    settings.query_api.flow.hotspot_burst = 1_000_000;
+    settings.query_api.flow.hotspot_rate_per_second = NonZeroU32::new(1_000_000).unwrap();
+    settings.query_api.flow.hotspot_burst = NonZeroU32::new(1_000_000).unwrap();
     settings.query_api.flow.hot_key_rate_per_second = 0;
     // Nor may quotas refuse them: this test is about versions, and on a quiet machine four
     // readers exceed the shipped caller quota.
@@ -31,8 +32,8 @@ async fn readers_never_see_a_version_go_backwards() {
         caller.rate_per_second = 1_000_000;
         caller.burst = 1_000_000;
     }
-    settings.query_api.flow.global_rate_per_second = 1_000_000;
-    settings.query_api.flow.global_burst = 1_000_000;
+    settings.query_api.flow.global_rate_per_second = NonZeroU32::new(1_000_000).unwrap();
+    settings.query_api.flow.global_burst = NonZeroU32::new(1_000_000).unwrap();
     let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = Arc::new(spawn_app_with(settings.clone(), pool, data_dir, &roles).await);
@@ -102,7 +103,10 @@ async fn readers_never_see_a_version_go_backwards() {
     });
     // Cache killer: deletes the member's documents from both Redis centers at random moments.
     let killer = tokio::spawn({
-        let urls = [settings.redis.a.url.clone(), settings.redis.b.url.clone()];
+        let urls = [
+            settings.redis.a.url.expose_secret().to_owned(),
+            settings.redis.b.url.expose_secret().to_owned(),
+        ];
         async move {
             let mut conns = Vec::new();
             for url in urls {

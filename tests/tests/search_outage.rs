@@ -39,7 +39,7 @@ async fn admin(client: &Client, url: &str, body: serde_json::Value) {
 async fn order_reads_survive_a_sigkilled_search_primary_and_return_to_it() {
     let mut primary = PrivateElasticsearch::start().await;
     let (mut settings, pool, data_dir) = isolated_settings().await;
-    settings.search.elasticsearch.primary_url = primary.url();
+    settings.search.elasticsearch.primary_url = primary.url().into();
     let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
     roles.extend(Target::ALL.map(Role::Projector));
     let app = spawn_app_with(settings, pool, data_dir, &roles).await;

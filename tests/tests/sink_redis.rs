@@ -33,11 +33,12 @@ fn member(ids: &Ids) -> (Uuid, MemberHistory) {
 
 fn url(target: &str) -> String {
     let settings = member_tests::settings().redis;
-    if target == "redis-b" {
+    let url = if target == "redis-b" {
         settings.b.url
     } else {
         settings.a.url
-    }
+    };
+    url.expose_secret().to_owned()
 }
 
 async fn open(target: &str) -> (RedisCenter, ()) {

@@ -12,7 +12,7 @@ use sqlx::{Connection, Row};
 #[tokio::test]
 async fn postgres_answers_through_sqlx() {
     let settings = member_tests::settings();
-    let mut conn = sqlx::PgConnection::connect(&settings.postgres.url)
+    let mut conn = sqlx::PgConnection::connect(settings.postgres.url.expose_secret())
         .await
         .unwrap();
     let row = sqlx::query("SELECT pg_current_xact_id()::text AS xid, 40 + 2 AS n")
@@ -29,7 +29,7 @@ async fn postgres_answers_through_sqlx() {
 #[tokio::test]
 async fn mariadb_answers_through_sqlx() {
     let settings = member_tests::settings();
-    let mut conn = sqlx::MySqlConnection::connect(&settings.mysql.url)
+    let mut conn = sqlx::MySqlConnection::connect(settings.mysql.url.expose_secret())
         .await
         .unwrap();
     let db = member_tests::unique("member_t");
@@ -63,12 +63,12 @@ async fn mariadb_answers_through_sqlx() {
 async fn both_redis_centers_answer_and_are_distinct() {
     let settings = member_tests::settings();
     let key = member_tests::unique("member_test_key");
-    let mut a = redis::Client::open(settings.redis.a.url.as_str())
+    let mut a = redis::Client::open(settings.redis.a.url.expose_secret())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut b = redis::Client::open(settings.redis.b.url.as_str())
+    let mut b = redis::Client::open(settings.redis.b.url.expose_secret())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

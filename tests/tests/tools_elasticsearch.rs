@@ -33,7 +33,7 @@ async fn handle(settings: &member_infra::config::Settings, target: Target) -> El
     let es = &settings.search.elasticsearch;
     let options = IndexOptions {
         index: es.index_prefix.clone(),
-        shards: es.shards,
+        shards: es.shards.get(),
         replicas: es.replicas,
         refresh: Duration::from_millis(settings.search.refresh_ms),
     };

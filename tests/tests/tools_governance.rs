@@ -68,7 +68,7 @@ async fn events_of(pool: &PgPool, member_id: Uuid) -> Vec<(Value, Value)> {
 #[tokio::test]
 async fn scan_finds_conflicts_release_imports_with_an_audited_unbind_and_dismiss_closes() {
     let app = spawn_app(&[Role::Relay, Role::Projector(Target::Mysql)]).await;
-    let url = app.settings.postgres.url.clone();
+    let url = app.settings.postgres.url.expose_secret().to_owned();
     let pool = app.pool.clone();
     let dir = tempfile::tempdir().unwrap();
     let file = write(

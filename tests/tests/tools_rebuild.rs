@@ -21,7 +21,7 @@ const TARGETS: [Target; 3] = [Target::Mysql, Target::RedisB, Target::SearchPrima
 async fn wiped_stores_are_rebuilt_while_commands_flow_and_verify_finds_no_difference() {
     let redis_b = PrivateRedis::start();
     let (mut settings, pool, data_dir) = isolated_settings().await;
-    settings.redis.b.url = redis_b.url();
+    settings.redis.b.url = redis_b.url().into();
     // Wipes the embedded index's directory and checks its generations.
     settings.search.engine = member_infra::config::SearchEngine::Tantivy;
     let mut roles = vec![Role::Relay];
@@ -301,9 +301,10 @@ async fn bad_rebuild_and_verify_arguments_are_refused_with_a_clear_error_and_cha
     }
     // Nothing was written: no event, and no database of any layout was created.
     assert_eq!(member_tests::postgres::event_count(&pool).await, 0);
-    let mut admin = <sqlx::MySqlConnection as sqlx::Connection>::connect(&settings.mysql.url)
-        .await
-        .unwrap();
+    let mut admin =
+        <sqlx::MySqlConnection as sqlx::Connection>::connect(settings.mysql.url.expose_secret())
+            .await
+            .unwrap();
     let created: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE 'member_t_x%' \
          OR schema_name = ?",

@@ -166,7 +166,7 @@ async fn bad_arguments_are_refused_and_change_nothing() {
 async fn bulk_seeded_members_flow_through_the_relay_into_the_projections() {
     let app = spawn_app(&[Role::Relay, Role::Projector(Target::Mysql)]).await;
     let (code, out) = seed(
-        &app.settings.postgres.url,
+        app.settings.postgres.url.expose_secret(),
         &["--members", "200", "--seed", "9", "--bulk", "--batch", "50"],
     );
     assert_eq!(code, 0, "{out}");

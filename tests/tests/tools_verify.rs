@@ -38,7 +38,7 @@ fn card_of(doc: &MemberDocument) -> member_domain::IdentityKey {
 async fn verify_reports_what_was_damaged_behind_the_projectors_back_and_repair_fixes_it() {
     let redis_b = PrivateRedis::start();
     let (mut settings, pool, data_dir) = isolated_settings().await;
-    settings.redis.b.url = redis_b.url();
+    settings.redis.b.url = redis_b.url().into();
     // This test damages the embedded index behind the projector's back (tantivy's files).
     settings.search.engine = member_infra::config::SearchEngine::Tantivy;
     // The search index must outlive the app (the app deletes the data directory it is given).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::http::{header, HeaderMap};
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 use member_infra::config::{CallerSettings, Scope, Settings};
-use member_projections::routing::ReadClass;
+use member_read_policy::routing::ReadClass;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};

@@ -28,8 +28,8 @@ impl WriteBudget {
         Self {
             clock: DefaultClock::default(),
             global: RateLimiter::direct(quota(
-                settings.write_rate_per_second.into(),
-                settings.write_burst,
+                settings.write_rate_per_second.get().into(),
+                settings.write_burst.get(),
             )),
         }
     }
@@ -119,8 +119,8 @@ mod tests {
     #[test]
     fn a_caller_over_its_quota_does_not_spend_the_global_budget() {
         let mut settings = Settings::load_from(None, Vec::new()).unwrap().command_api;
-        settings.write_rate_per_second = 1;
-        settings.write_burst = 10;
+        settings.write_rate_per_second = std::num::NonZeroU32::MIN;
+        settings.write_burst = std::num::NonZeroU32::new(10).unwrap();
         let budget = WriteBudget::new(&settings);
         let (noisy, quiet) = (caller(1, 3), caller(1, 100));
         let passed = (0..50).filter(|_| budget.admit(&noisy).is_ok()).count();

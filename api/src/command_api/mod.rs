@@ -107,7 +107,7 @@ impl CommandApi {
             commands: CommandService::with_cache_and_writers(
                 pool.clone(),
                 cache,
-                settings.append_writers,
+                settings.append_writers.get(),
             ),
             idempotency: IdempotencyStore::new(pool.clone()),
             pool,

@@ -55,10 +55,11 @@ impl Console {
         let options: sqlx::postgres::PgConnectOptions = settings
             .postgres
             .url
+            .expose_secret()
             .parse()
             .map_err(|e| anyhow::anyhow!("postgres.url: {e}"))?;
         let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(settings.postgres.max_connections.clamp(1, 4))
+            .max_connections(settings.postgres.max_connections.get().clamp(1, 4))
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
         Ok(Self {

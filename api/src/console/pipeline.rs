@@ -16,8 +16,8 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use member_infra::kafka::lag::{ConsumerGroupLag, GroupDetail};
 use member_infra::relay::{Checkpoint, EventStoreReader};
-use member_projections::routing::ReadClass;
 use member_projections::Target;
+use member_read_policy::routing::ReadClass;
 
 use super::errors::ConsoleError;
 use super::html::{self, escape};

@@ -7,8 +7,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
-use member_projections::routing::{may_serve, ReadClass};
 use member_projections::Target;
+use member_read_policy::routing::{may_serve, ReadClass};
 use serde::Deserialize;
 
 use super::csrf;

@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use member_projections::routing::ReadClass;
 use member_projections::Target;
+use member_read_policy::routing::ReadClass;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

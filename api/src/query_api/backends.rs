@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use member_infra::config::QueryApiSettings;
-use member_projections::breaker::{Breaker, BreakerState};
-use member_projections::routing::{self, Center, PinRefused, ReadClass};
 use member_projections::status::StatusProvider;
 use member_projections::{CacheFill, MemberReader, Target};
+use member_read_policy::breaker::{Breaker, BreakerState};
+use member_read_policy::routing::{self, Center, PinRefused, ReadClass};
 
 use super::metrics;
 
@@ -130,7 +130,7 @@ impl Registry {
                 Backend {
                     target,
                     reader,
-                    timeout: Duration::from_millis(timeout_ms),
+                    timeout: Duration::from_millis(timeout_ms.get()),
                     breaker: Mutex::new(Breaker::new(settings.breaker.policy(slow_ms), now)),
                     faulted: AtomicBool::new(false),
                     recovering: AtomicBool::new(false),

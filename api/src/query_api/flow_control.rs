@@ -24,7 +24,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, RateLimiter};
 use member_infra::config::FlowSettings;
-use member_projections::routing::ReadClass;
+use member_read_policy::routing::ReadClass;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::errors::{LimitReason, QueryError};
@@ -54,18 +54,18 @@ const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl FlowControl {
     pub fn new(settings: &FlowSettings) -> Self {
-        let global_rate = f64::from(settings.global_rate_per_second);
+        let global_rate = f64::from(settings.global_rate_per_second.get());
         let share = settings.marketing_share;
-        let marketing_burst = (f64::from(settings.global_burst) * share).floor() as u32;
-        let max_in_flight = settings.max_in_flight.max(1) as usize;
+        let marketing_burst = (f64::from(settings.global_burst.get()) * share).floor() as u32;
+        let max_in_flight = settings.max_in_flight.get() as usize;
         let marketing_in_flight = (max_in_flight as f64 * share).floor() as usize;
         Self {
             clock: DefaultClock::default(),
-            global: RateLimiter::direct(quota(global_rate, settings.global_burst)),
+            global: RateLimiter::direct(quota(global_rate, settings.global_burst.get())),
             marketing: RateLimiter::direct(quota(global_rate * share, marketing_burst)),
             hotspot: RateLimiter::keyed(quota(
-                settings.hotspot_rate_per_second.into(),
-                settings.hotspot_burst,
+                settings.hotspot_rate_per_second.get().into(),
+                settings.hotspot_burst.get(),
             )),
             hot_keys: (settings.hot_key_rate_per_second > 0).then(|| {
                 RateLimiter::keyed(quota(
@@ -161,17 +161,20 @@ impl FlowControl {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use super::*;
 
     fn settings() -> FlowSettings {
+        let n = |v| NonZeroU32::new(v).unwrap();
         FlowSettings {
-            global_rate_per_second: 1,
-            global_burst: 10,
+            global_rate_per_second: n(1),
+            global_burst: n(10),
             marketing_share: 0.4,
-            hotspot_rate_per_second: 1,
-            hotspot_burst: 3,
+            hotspot_rate_per_second: n(1),
+            hotspot_burst: n(3),
             hot_key_rate_per_second: 2,
-            max_in_flight: 4,
+            max_in_flight: n(4),
         }
     }
 
@@ -207,7 +210,7 @@ mod tests {
     #[test]
     fn a_caller_over_its_quota_is_refused_before_the_global_budget() {
         let flow = FlowControl::new(&FlowSettings {
-            global_burst: 100,
+            global_burst: NonZeroU32::new(100).unwrap(),
             ..settings()
         });
         let c = (RateLimiter::direct(quota(1.0, 2)), ReadClass::Order);

@@ -17,8 +17,8 @@
 
 use std::time::Duration;
 
-use member_projections::breaker::BreakerState;
 use member_projections::Target;
+use member_read_policy::breaker::BreakerState;
 
 pub fn request(class: &'static str, outcome: &'static str) {
     metrics::counter!("member_query_requests_total", "class" => class, "outcome" => outcome)

@@ -28,7 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use member_infra::config::{RedisCenter, Settings};
-use member_projections::routing::Center;
+use member_read_policy::routing::Center;
 use tokio::net::TcpListener;
 
 pub use backends::QueryBackends;

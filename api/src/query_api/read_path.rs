@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use member_domain::{IdentityKey, MemberStatus};
 use member_infra::config::QueryCacheSettings;
-use member_projections::routing::{is_cache, ReadClass};
 use member_projections::{MemberDocument, MemberReader, SinkError, Target};
+use member_read_policy::routing::{is_cache, ReadClass};
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use tokio::sync::Semaphore;
@@ -136,13 +136,13 @@ impl ReadPath {
     pub fn new(registry: Arc<Registry>, settings: &QueryCacheSettings) -> Self {
         Self {
             registry,
-            served: Cache::new(settings.served_capacity),
-            owners: Cache::new(settings.served_capacity),
+            served: Cache::new(settings.served_capacity.get()),
+            owners: Cache::new(settings.served_capacity.get()),
             near: Cache::builder()
-                .max_capacity(settings.near_cache_capacity)
-                .time_to_live(Duration::from_millis(settings.near_cache_ttl_ms))
+                .max_capacity(settings.near_cache_capacity.get())
+                .time_to_live(Duration::from_millis(settings.near_cache_ttl_ms.get()))
                 .build(),
-            fills: Arc::new(Semaphore::new(settings.fill_concurrency as usize)),
+            fills: Arc::new(Semaphore::new(settings.fill_concurrency.get() as usize)),
         }
     }
 

@@ -6,7 +6,7 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use member_domain::IdentityKey;
-use member_projections::routing::ReadClass;
+use member_read_policy::routing::ReadClass;
 use serde::Deserialize;
 use uuid::Uuid;
 

@@ -40,9 +40,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connects a pool to the event store. Fails fast (5 s) when the database does not answer.
 pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = settings.url.parse()?;
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
     PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(settings.max_connections.get())
         .acquire_timeout(Duration::from_secs(5))
         // sqlx pings every connection it hands out by default: one more round trip per
         // statement, which on the command path (one statement per command) doubled them. A
@@ -56,7 +56,7 @@ pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error>
 /// A pool that connects on first use: for roles that only write to the event store now and
 /// then (the projectors' erasure receipts), so they start, and keep projecting, while it is down.
 pub fn connect_lazy(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = settings.url.parse()?;
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(5))

@@ -128,7 +128,7 @@ impl MysqlShards {
         }
         let map = ShardMap::new(settings.logical_shards, settings.databases.clone())
             .map_err(|e| MysqlError::Config(e.to_string()))?;
-        let server = MySqlConnectOptions::from_str(&settings.url)
+        let server = MySqlConnectOptions::from_str(settings.url.expose_secret())
             .map_err(|e| MysqlError::Config(format!("mysql.url: {e}")))?
             .charset("utf8mb4");
         // Fail fast when the server does not answer at all.
@@ -139,7 +139,7 @@ impl MysqlShards {
             .iter()
             .map(|db| {
                 MySqlPoolOptions::new()
-                    .max_connections(settings.max_connections)
+                    .max_connections(settings.max_connections.get())
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(server.clone().database(db))
             })

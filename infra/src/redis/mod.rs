@@ -99,8 +99,8 @@ impl RedisCenter {
     /// The center of a projection target (`redis-a` or `redis-b`), as configured.
     pub fn for_target(target: &str, settings: &RedisSettings) -> Result<Self, RedisCenterError> {
         let url = match target {
-            "redis-a" => &settings.a.url,
-            "redis-b" => &settings.b.url,
+            "redis-a" => settings.a.url.expose_secret(),
+            "redis-b" => settings.b.url.expose_secret(),
             other => return Err(RedisCenterError::UnknownTarget(other.to_owned())),
         };
         Self::new(target, url, Expiry::from_settings(settings))

@@ -72,13 +72,13 @@ impl SearchCluster {
         }
     }
 
-    /// The Elasticsearch URL configured for this cluster.
+    /// The Elasticsearch URL configured for this cluster, password included: for connecting.
     pub fn elasticsearch_url(self, settings: &Settings) -> &str {
         let es = &settings.search.elasticsearch;
         match self {
-            SearchCluster::Primary => &es.primary_url,
-            SearchCluster::Backup => &es.backup_url,
-            SearchCluster::Marketing => &es.marketing_url,
+            SearchCluster::Primary => es.primary_url.expose_secret(),
+            SearchCluster::Backup => es.backup_url.expose_secret(),
+            SearchCluster::Marketing => es.marketing_url.expose_secret(),
         }
     }
 }
@@ -169,7 +169,7 @@ impl SearchIndex {
                 let es = &settings.search.elasticsearch;
                 let options = elasticsearch::IndexOptions {
                     index: es.index_prefix.clone(),
-                    shards: es.shards,
+                    shards: es.shards.get(),
                     replicas: es.replicas,
                     refresh,
                 };

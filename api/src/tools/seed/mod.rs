@@ -104,6 +104,7 @@ async fn connect(settings: &Settings, concurrency: u16) -> anyhow::Result<sqlx::
     let options: sqlx::postgres::PgConnectOptions = settings
         .postgres
         .url
+        .expose_secret()
         .parse()
         .context("parsing postgres.url")?;
     let pool = sqlx::postgres::PgPoolOptions::new()

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Target;
+use member_projections::Target;
 
 /// Who is reading: decides the chain, the masking and who is shed first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

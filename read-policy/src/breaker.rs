@@ -15,9 +15,10 @@
 //!   it with an empty window. A probe whose outcome never comes back (its request was cancelled)
 //!   is given up after `open_for`, so a lost probe cannot wedge the breaker half-open.
 
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Thresholds of a breaker (from `[query_api.breaker]` and the per-backend slow-call latency).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,42 @@ impl Default for BreakerPolicy {
             open_for: Duration::from_secs(2),
             half_open_probes: 1,
             consecutive_failures: 5,
+        }
+    }
+}
+
+/// `[query_api.breaker]`: the thresholds shared by every backend (the slow-call latency is per
+/// backend, from `[query_api.backends]`). Loaded by the process's settings; kept here, next to the
+/// policy it builds, so the settings and the state machine change together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    // Counts and times that must be positive are `NonZero*`: serde refuses 0 and the settings
+    // loader names the key, so no range check is written for them.
+    pub window_ms: NonZeroU64,
+    pub min_calls: NonZeroU32,
+    /// Checked by the settings loader: above 0 and at most 1.
+    pub failure_rate: f64,
+    /// As `failure_rate`.
+    pub slow_call_rate: f64,
+    pub open_ms: NonZeroU64,
+    pub half_open_probes: NonZeroU32,
+    /// 0: only the rates decide.
+    pub consecutive_failures: u32,
+}
+
+impl BreakerSettings {
+    /// The breaker policy for a backend whose calls are slow at `slow_ms`.
+    pub fn policy(&self, slow_ms: NonZeroU64) -> BreakerPolicy {
+        BreakerPolicy {
+            window: Duration::from_millis(self.window_ms.get()),
+            min_calls: self.min_calls.get(),
+            failure_rate: self.failure_rate,
+            slow_call: Duration::from_millis(slow_ms.get()),
+            slow_call_rate: self.slow_call_rate,
+            open_for: Duration::from_millis(self.open_ms.get()),
+            half_open_probes: self.half_open_probes.get(),
+            consecutive_failures: self.consecutive_failures,
         }
     }
 }
