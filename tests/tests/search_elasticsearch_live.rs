@@ -289,10 +289,11 @@ async fn an_older_version_is_a_409_and_counts_as_success() {
         index.by_id(id).await.unwrap().as_ref() == Some(&newest)
     })
     .await;
-    assert_eq!(
-        index.by_identity(&ids.card.key()).await.unwrap(),
-        Some(newest)
-    );
+    // A lookup by identity searches the identity index: visible once it is refreshed.
+    eventually("the card finds the newest version", || async {
+        index.by_identity(&ids.card.key()).await.unwrap().as_ref() == Some(&newest)
+    })
+    .await;
     remove(&index).await;
 }
 

@@ -368,3 +368,86 @@ async fn an_openid_of_another_unionid_in_the_store_is_found_and_unbound() {
     let (code, findings) = scan(&url);
     assert_eq!((code, findings.len()), (0, 0));
 }
+
+/// The first SIGINT stops `member governance repair` after the entry in flight, with exit code
+/// 130 and the entries it did not resolve named, so the operator can run them again. The first
+/// entry is held on a lock of the quarantine table until the signal has been seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_stops_a_repair_after_the_entry_in_flight() {
+    use member_tests::process::{send_signal, Signal};
+    let (pool, url) = member_tests::postgres::fresh_event_store_with_url().await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE import_quarantine IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let child = Command::new(member_binary())
+        .args([
+            "governance",
+            "repair",
+            "--entry",
+            "q-1",
+            "--entry",
+            "q-2",
+            "--resolution",
+            "dismiss",
+            "--actor",
+            "ops",
+            "--note",
+            "signal test",
+        ])
+        .env("MEMBER__POSTGRES__URL", &url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("run member");
+    member_tests::eventually(
+        "the repair waits for the quarantine table",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                     WHERE c.relname = 'import_quarantine' AND NOT l.granted",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                waiting > 0
+            }
+        },
+    )
+    .await;
+    send_signal(child.id(), Signal::Interrupt);
+    member_tests::eventually("the signal is seen", Duration::from_secs(30), || {
+        let path = stderr_path.clone();
+        async move {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains("shutdown requested")
+        }
+    })
+    .await;
+    lock.rollback().await.unwrap();
+    let out = member_tests::process::wait_exit(child, Duration::from_secs(30)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("q-1:"),
+        "the entry in flight ends: {stdout}"
+    );
+    assert!(
+        !stdout.contains("q-2:"),
+        "the next one is not started: {stdout}"
+    );
+    assert!(
+        stderr.contains("the repair stopped after 1 of 2 entries; not resolved: q-2"),
+        "{stderr}"
+    );
+}
