@@ -3,10 +3,12 @@
 //! as `member run`) runs in this process over an isolated environment, so the readers are the
 //! application's own; commands arrive at a steady 50/s.
 //!
-//! Each command is watched on its own in each store, polled every 2 ms until the store shows it,
-//! so a command is never counted as visible earlier than it was (a late check can only make the
-//! figure worse); until 2026-12-04 one watcher per store took the commands in turn and, with
-//! Elasticsearch's two-request lookups on a loaded machine, measured its own backlog.
+//! Each store is read in rounds, 2 ms apart, for every command it does not show yet, so a command
+//! is never counted as visible earlier than it was (a late check can only make the figure worse).
+//! Until 2026-12-04 17:30 one watcher per store took the commands in turn and, with
+//! Elasticsearch's two-request lookups on a loaded machine, measured its own backlog; until 17:50
+//! each command had a poller of its own, whose reads loaded the stores they measured. The clock
+//! starts once a warm-up member is visible in every store (consumer groups joined).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,34 +35,53 @@ async fn watch(
     reader: Arc<dyn MemberReader>,
     mut rx: mpsc::UnboundedReceiver<Acked>,
 ) -> (Latency, u64) {
-    // Each command is watched by a task of its own: one watcher going through the commands in
-    // turn falls behind as soon as a read takes longer than the gap between two commands (an
-    // Elasticsearch lookup is two requests), and then measures its own queue, not the store.
-    let mut watching = tokio::task::JoinSet::new();
-    while let Some(acked) = rx.recv().await {
-        let reader = reader.clone();
-        watching.spawn(async move {
-            let give_up = acked.at + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(doc)) = reader.by_identity(&acked.key).await {
-                    if doc.version >= acked.version {
-                        return Some(acked.at.elapsed());
-                    }
-                }
-                if Instant::now() > give_up {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
-    }
+    // Rounds over every command the store does not show yet, all of them read at once, 2 ms
+    // apart. One watcher taking the commands in turn falls behind as soon as a read takes longer
+    // than the gap between two commands (an Elasticsearch lookup is two requests) and then
+    // measures its own queue; a poller per command reads hundreds of times per command and loads
+    // the stores it measures. A round costs one read per pending command.
     let mut latency = Latency::default();
     let mut unseen = 0;
-    while let Some(seen) = watching.join_next().await {
-        match seen.expect("a watching task") {
-            Some(took) => latency.record(took),
-            None => unseen += 1,
+    let mut pending: Vec<Acked> = Vec::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        loop {
+            match rx.try_recv() {
+                Ok(acked) => pending.push(acked),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
         }
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(acked) => pending.push(acked),
+                None => open = false,
+            }
+            continue;
+        }
+        let seen: Vec<bool> = futures::future::join_all(pending.iter().map(|acked| {
+            let reader = reader.clone();
+            async move {
+                matches!(reader.by_identity(&acked.key).await,
+                    Ok(Some(doc)) if doc.version >= acked.version)
+            }
+        }))
+        .await;
+        let mut still = Vec::with_capacity(pending.len());
+        for (acked, seen) in pending.into_iter().zip(seen) {
+            if seen {
+                latency.record(acked.at.elapsed());
+            } else if acked.at.elapsed() > Duration::from_secs(30) {
+                unseen += 1;
+            } else {
+                still.push(acked);
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     (latency, unseen)
 }
@@ -80,6 +101,33 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
     while client.get(format!("{base}/healthz")).send().await.is_err() {
         anyhow::ensure!(Instant::now() < deadline, "the command API did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Warm-up: one member visible in every store before the clock starts. On a broker that has
+    // just started, the first consumer group creates `__consumer_offsets` and every group's first
+    // join waits for `group.initial.rebalance.delay.ms`: seconds that are start-up, not freshness.
+    let warm = "899999999999";
+    let r = client
+        .post(format!("{base}/v1/members"))
+        .bearer_auth("local-writer-key")
+        .json(&json!({"identities": [{"kind": "elong_card", "value": warm}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().as_u16() == 201,
+        "warm-up register: {}",
+        r.status()
+    );
+    let warm = IdentityKey::parse("elong_card", warm)?;
+    for (target, reader) in &readers {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !matches!(reader.by_identity(&warm).await, Ok(Some(_))) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not show the warm-up member",
+                target.as_str()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let mut senders = Vec::new();
     let mut watchers = Vec::new();
