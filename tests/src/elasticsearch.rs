@@ -82,13 +82,6 @@ pub struct PrivateElasticsearch {
     child: Option<std::process::Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn scripts_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts")
 }
@@ -117,8 +110,8 @@ impl PrivateElasticsearch {
     /// Starts the node and waits until it is at least yellow.
     pub async fn start() -> Self {
         let mut node = Self {
-            port: free_port(),
-            transport: free_port(),
+            port: crate::free_port(),
+            transport: crate::free_port(),
             home: tempfile::tempdir().expect("temp dir"),
             child: None,
         };

@@ -21,6 +21,14 @@ pub mod tools;
 pub use eventually::eventually;
 pub use spawn::{spawn_command_api, TestApp};
 
+/// A port nobody listens on now, on 127.0.0.1 (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The key of the shipped writer (scope `write`): every command API call sends it.
 pub const WRITER_KEY: &str = "local-writer-key";
 /// The key of the shipped admin (scopes `admin`, `erase`).

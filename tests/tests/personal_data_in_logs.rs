@@ -42,14 +42,6 @@ fn appended(path: &Path, from: u64) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn refusals_leave_no_identity_value_in_the_service_or_postgres_log() {
     let pg_log = postgres_log();
@@ -58,7 +50,7 @@ async fn refusals_leave_no_identity_value_in_the_service_or_postgres_log() {
     let database = url.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let service_log = dir.path().join("member.log");
-    let port = free_port();
+    let port = member_tests::free_port();
     let mut child = Command::new(member_binary())
         .args(["serve", "command-api"])
         .env("RUST_LOG", "info")

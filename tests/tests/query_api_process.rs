@@ -18,14 +18,6 @@ use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_api_process_serves_what_a_projector_process_wrote_to_elasticsearch() {
     let (settings, pool, data_dir) = isolated_settings().await;
@@ -34,7 +26,7 @@ async fn a_query_api_process_serves_what_a_projector_process_wrote_to_elasticsea
     let app = spawn_app_with(settings.clone(), pool.clone(), data_dir, &[Role::Relay]).await;
     let databases = settings.mysql.databases.join(",");
     let shards = settings.mysql.logical_shards.to_string();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", member_tests::free_port());
     let env = [
         (
             "MEMBER__POSTGRES__URL",

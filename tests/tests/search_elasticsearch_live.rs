@@ -297,6 +297,27 @@ async fn an_older_version_is_a_409_and_counts_as_success() {
     remove(&index).await;
 }
 
+/// A sink that counts the batches its store refused.
+struct FailureCounting {
+    inner: Arc<ElasticsearchIndex>,
+    failures: Arc<Mutex<u32>>,
+}
+
+#[async_trait]
+impl Sink for FailureCounting {
+    fn target(&self) -> &str {
+        Sink::target(self.inner.as_ref())
+    }
+
+    async fn apply(&self, records: &[MemberRecord]) -> Result<(), SinkError> {
+        let applied = self.inner.apply(records).await;
+        if applied.is_err() {
+            *self.failures.lock().unwrap() += 1;
+        }
+        applied
+    }
+}
+
 /// One partition in memory; `committed` is shared so the test can watch it.
 struct VecSource {
     records: Vec<MemberRecord>,
@@ -393,12 +414,19 @@ async fn a_rejected_item_fails_the_batch_keeps_the_others_and_holds_the_offset()
         max_wait: Duration::from_millis(5),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sink: Arc<dyn Sink> = index.clone();
+    let failures = Arc::new(Mutex::new(0u32));
+    let sink: Arc<dyn Sink> = Arc::new(FailureCounting {
+        inner: index.clone(),
+        failures: failures.clone(),
+    });
     let task = tokio::spawn(Projector::new(source, sink, settings).run(async {
         let _ = stopped.await;
     }));
     // The first attempt fails (the block is still on) and the next is 5 s away (Corrupt).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the first attempt is refused", || async {
+        *failures.lock().unwrap() >= 1
+    })
+    .await;
     assert_eq!(
         *committed.lock().unwrap(),
         0,

@@ -13,14 +13,6 @@ use member_tests::tools::member_env;
 use uuid::Uuid;
 
 /// A port no one listens on now (the child binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the child if the test ends before it stopped it.
 struct Running(Option<Child>);
 
@@ -64,7 +56,7 @@ fn sample(body: &str, metric: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_projector_processes_serve_health_and_their_metrics() {
     let (settings, pool, _data_dir) = isolated_settings().await;
-    let (relay_port, projector_port) = (free_port(), free_port());
+    let (relay_port, projector_port) = (member_tests::free_port(), member_tests::free_port());
     let mut env: Vec<(String, String)> = member_env(&settings);
     env.push((
         "MEMBER__TELEMETRY__RELAY_LISTEN".into(),
