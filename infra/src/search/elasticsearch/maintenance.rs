@@ -263,6 +263,20 @@ impl ElasticsearchIndex {
     /// Points both aliases at `next` in one atomic alias update, then drops the indices they
     /// pointed at before. Returns the dropped indices.
     pub async fn swap_in(&self, next: &ElasticsearchIndex) -> Result<Vec<String>, SearchError> {
+        // Lookups by identity search the identity index: what the rebuild wrote since the last
+        // scheduled refresh must be searchable the moment the alias points at it, or a live
+        // lookup right after the swap misses a member the old generation found.
+        let response = self
+            .client
+            .indices()
+            .refresh(::elasticsearch::indices::IndicesRefreshParts::Index(&[
+                &next.index,
+                &next.identity_index,
+            ]))
+            .send()
+            .await;
+        self.json_or_setup("refresh the next generation", response)
+            .await?;
         let old = [
             self.aliased(&self.index).await?,
             self.aliased(&self.identity_index).await?,
