@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use member_infra::config::Settings;
+use member_infra::event_store::vault::Vault;
 use member_infra::kafka::lag::ConsumerGroupLag;
 use member_infra::kafka::source::KafkaSource;
 use member_infra::relay::Relay;
@@ -96,8 +97,13 @@ impl App {
                     tracing::warn!("{warning}");
                 }
                 Some(
-                    CommandApi::build(pool.clone(), &settings.command_api, &settings.callers)
-                        .await?,
+                    CommandApi::build(
+                        pool.clone(),
+                        &settings.command_api,
+                        &settings.callers,
+                        vault(settings),
+                    )
+                    .await?,
                 )
             }
             _ => None,
@@ -240,8 +246,14 @@ fn relay(settings: &Settings, pool: PgPool) -> anyhow::Result<Relay> {
         pool,
         &settings.kafka,
         &settings.relay,
+        vault(settings),
     )
     .context("creating the kafka producer (kafka.brokers)")
+}
+
+/// The keys of crypto-shredding (`[encryption]`, validated when the settings loaded).
+pub fn vault(settings: &Settings) -> Vault {
+    Vault::new(&settings.encryption)
 }
 
 /// Connects to the event store and brings its schema up to date.
@@ -252,5 +264,16 @@ pub async fn event_store(settings: &Settings) -> anyhow::Result<PgPool> {
     member_infra::event_store::migrate(&pool)
         .await
         .context("migrating the event store")?;
+    // Owner rows written before crypto-shredding are keyed by the identity; every process that
+    // may write rekeys them first (nothing to do, and no lock taken, once they are).
+    let rekeyed = member_infra::event_store::vault::rewrite::owners(&pool, &vault(settings))
+        .await
+        .context("rekeying identity owners written before encryption")?;
+    if rekeyed > 0 {
+        tracing::info!(
+            rows = rekeyed,
+            "identity owners rekeyed by their keyed hash"
+        );
+    }
     Ok(pool)
 }

@@ -112,6 +112,10 @@ pub enum Command {
         #[arg(long)]
         member_id: uuid::Uuid,
     },
+    /// The keys of crypto-shredding: members' data keys and the master keys that wrap them
+    /// (docs/operations/erasure.md).
+    #[command(subcommand)]
+    Keys(crate::tools::keys::KeysAction),
 }
 
 /// Exit codes of `member verify`.

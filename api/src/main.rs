@@ -121,6 +121,7 @@ async fn command(command: Command, settings: Settings, shutdown: Shutdown) -> an
         Command::Erase { member_id } => {
             exit_with(member_api::tools::erase::run(&settings, member_id).await)
         }
+        Command::Keys(action) => exit_with(member_api::tools::keys::run(&settings, action).await),
         Command::Migrate => {
             member_api::app::event_store(&settings).await?;
             tracing::info!("event store schema is up to date");

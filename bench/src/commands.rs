@@ -87,21 +87,25 @@ fn load(
     crate::wrk::run(command_api, &script, connections, seconds, &env, report)
 }
 
-/// The eLong cards the command load bound, read back from the event store.
+/// The eLong cards the command load bound, read back from the event store (its members folded:
+/// the values in the events are sealed).
 async fn bound_cards(env: &Isolated) -> anyhow::Result<Vec<Registered>> {
     let pool = env.pg_pool().await?;
-    let cards: Vec<(String,)> = sqlx::query_as(
-        "SELECT payload::jsonb -> 'IdentityBound' -> 'identity' ->> 'value' FROM events \
-         WHERE event_type = 'IdentityBound' \
-           AND payload::jsonb -> 'IdentityBound' -> 'identity' ->> 'kind' = 'elong_card'",
-    )
-    .fetch_all(&pool)
+    let vault = member_infra::event_store::vault::Vault::new(&env.settings.encryption);
+    let mut cards = Vec::new();
+    member_infra::event_store::replay::for_each_document(&pool, &vault, |doc| {
+        cards.extend(
+            doc.identities
+                .iter()
+                .filter(|i| i.key.kind() == member_domain::IdentityKind::ElongCard)
+                .map(|i| Registered {
+                    card: i.key.value().to_owned(),
+                }),
+        );
+    })
     .await
     .context("reading the bound cards")?;
-    Ok(cards
-        .into_iter()
-        .map(|(card,)| Registered { card })
-        .collect())
+    Ok(cards)
 }
 
 fn row(title: String, run: &WrkResult, baseline: f64) -> Row {

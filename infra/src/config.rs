@@ -29,6 +29,68 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// `[[callers]]`: who may call the command and query APIs (docs/access.md).
     pub callers: Vec<CallerSettings>,
+    pub encryption: EncryptionSettings,
+}
+
+/// `[encryption]`: the keys of crypto-shredding (docs/decisions/0033). Secrets: never in
+/// `Debug`, logs or errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSettings {
+    /// The master key that wraps new data keys.
+    pub master_key_id: String,
+    /// Every master key that may have wrapped a stored data key: id -> 32 bytes, base64.
+    pub master_keys: std::collections::BTreeMap<String, SecretString>,
+    /// The key of the keyed hash of identities: 32 bytes, base64.
+    pub identity_hmac_key: SecretString,
+}
+
+/// The encryption keys shipped in `config/default.toml`, for local use only.
+pub const DEFAULT_ENCRYPTION_KEYS: [&str; 2] = [
+    "2/Z6zc+yoYJtntnCGS2+vOYVrnJc0Ecbyc/IMgLDoQU=",
+    "LB1bCdEQlUtm4tktt6ZbUwMIag5OrcR2MzHVoGPIRAg=",
+];
+
+impl EncryptionSettings {
+    /// Whether a published key of `config/default.toml` is in use.
+    pub fn uses_default_keys(&self) -> bool {
+        std::iter::once(&self.identity_hmac_key)
+            .chain(self.master_keys.values())
+            .any(|k| DEFAULT_ENCRYPTION_KEYS.contains(&k.expose_secret().trim()))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let is_key = |text: &SecretString| {
+            base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                text.expose_secret().trim(),
+            )
+            .is_ok_and(|bytes| bytes.len() == 32)
+        };
+        if !self.master_keys.contains_key(&self.master_key_id) {
+            return Err(invalid(
+                "encryption.master_key_id",
+                "names no key of encryption.master_keys",
+            ));
+        }
+        if !self.master_keys.values().all(is_key) {
+            return Err(invalid(
+                "encryption.master_keys",
+                "every key must be 32 bytes in base64",
+            ));
+        }
+        if !is_key(&self.identity_hmac_key) {
+            return Err(invalid(
+                "encryption.identity_hmac_key",
+                "must be 32 bytes in base64",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -570,6 +632,7 @@ impl Settings {
             }
         }
         validate_callers(&self.callers)?;
+        self.encryption.validate()?;
         self.query_api.validate()
     }
 }

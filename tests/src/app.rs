@@ -107,7 +107,7 @@ impl TestStack {
 
     /// The truth: every member folded from the event store.
     pub async fn truth(&self) -> std::collections::HashMap<Uuid, MemberDocument> {
-        member_infra::event_store::replay::all_documents(&self.pool)
+        member_infra::event_store::replay::all_documents(&self.pool, &crate::vault())
             .await
             .expect("fold the event store")
     }

@@ -54,6 +54,12 @@ pub fn settings() -> member_infra::config::Settings {
     member_infra::config::Settings::load().expect("configuration loads")
 }
 
+/// The keys of crypto-shredding of the local stack's settings (what every process of a test
+/// shares, as the processes of one deployment do).
+pub fn vault() -> member_infra::event_store::vault::Vault {
+    member_infra::event_store::vault::Vault::new(&settings().encryption)
+}
+
 /// A name unique to this test run, safe as a database or topic name.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())

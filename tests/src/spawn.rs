@@ -65,7 +65,7 @@ pub async fn spawn_command_api_with(
     settings: CommandApiSettings,
     callers: Vec<CallerSettings>,
 ) -> TestApp {
-    let api = CommandApi::build(pool.clone(), &settings, &callers)
+    let api = CommandApi::build(pool.clone(), &settings, &callers, crate::vault())
         .await
         .expect("command api binds");
     let addr = api.local_addr();

@@ -131,6 +131,8 @@ async fn register_bind_and_unbind_follow_the_contract() {
 #[tokio::test]
 async fn an_identity_is_bound_to_one_member_whatever_the_concurrency() {
     let app = spawn_command_api().await;
+    let unionid_ref =
+        member_tests::vault().identity_ref_of_text(&format!("wechat_unionid:{UNIONID}"));
     let client = member_tests::writer_client();
     let mut members = Vec::new();
     for i in 0..64 {
@@ -167,15 +169,27 @@ async fn an_identity_is_bound_to_one_member_whatever_the_concurrency() {
     let owners: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM identity_owners WHERE identity_key = $1 AND member_id IS NOT NULL",
     )
-    .bind(format!("wechat_unionid:{UNIONID}"))
+    .bind(&unionid_ref)
     .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(owners, 1);
+    // One bind event (the unionid sealed in it, its keyed hash in the metadata); the value is
+    // nowhere in the clear.
     let bound_events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = 'IdentityBound' AND payload::jsonb->'IdentityBound'->'identity'->>'value' = $1")
-        .bind(UNIONID).fetch_one(&app.pool).await.unwrap();
+        "SELECT count(*) FROM events WHERE event_type = 'IdentityBound' AND metadata::jsonb->>'identity_ref' = $1")
+        .bind(&unionid_ref).fetch_one(&app.pool).await.unwrap();
     assert_eq!(bound_events, 1);
+    let in_clear: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE payload::text LIKE $1")
+            .bind(format!("%{UNIONID}%"))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        in_clear, 0,
+        "an identity value in the clear in the event store"
+    );
     assert_eq!(event_count(&app.pool).await, events_before + 1);
     // The owner row names the member that got the 200.
     let winner = outcomes
@@ -185,7 +199,7 @@ async fn an_identity_is_bound_to_one_member_whatever_the_concurrency() {
         .unwrap();
     let owner: String =
         sqlx::query_scalar("SELECT member_id FROM identity_owners WHERE identity_key = $1")
-            .bind(format!("wechat_unionid:{UNIONID}"))
+            .bind(&unionid_ref)
             .fetch_one(&app.pool)
             .await
             .unwrap();
@@ -512,8 +526,13 @@ async fn shutdown_finishes_the_commands_in_flight() {
 
     // Hold the identity's owner row in an open transaction, so the bind blocks inside its commit.
     let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("INSERT INTO identity_owners (identity_key, member_id, generation) VALUES ('elong_card:55555555', NULL, 1)")
-        .execute(&mut *blocker).await.unwrap();
+    sqlx::query(
+        "INSERT INTO identity_owners (identity_key, member_id, generation) VALUES ($1, NULL, 1)",
+    )
+    .bind(member_tests::vault().identity_ref_of_text("elong_card:55555555"))
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
     let url = app.url(&format!("/v1/members/{id}/identities"));
     let in_flight = tokio::spawn({
         let client = client.clone();

@@ -20,7 +20,12 @@ use uuid::Uuid;
 type Outcome = Result<member_infra::event_store::commands::Executed, CommandError>;
 
 fn one_writer(pool: &PgPool) -> CommandService {
-    CommandService::with_cache_and_writers(pool.clone(), MemberCache::disabled(), 1)
+    CommandService::with_cache_and_writers(
+        pool.clone(),
+        MemberCache::disabled(),
+        1,
+        member_tests::vault(),
+    )
 }
 
 fn register(kind: &str, value: &str) -> MemberCommand {
@@ -182,12 +187,12 @@ async fn a_refusal_in_a_batch_is_answered_alone_and_the_others_commit() {
         "nothing of the refused"
     );
     assert_eq!(events_of(&pool, outcomes[2].0).await, 2);
-    let owner: Option<String> = sqlx::query_scalar(
-        "SELECT member_id FROM identity_owners WHERE identity_key = 'elong_card:720000000001'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT member_id FROM identity_owners WHERE identity_key = $1")
+            .bind(member_tests::vault().identity_ref_of_text("elong_card:720000000001"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(
         owner,
         Some(outcomes[0].0.to_string()),

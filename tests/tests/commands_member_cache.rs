@@ -16,6 +16,7 @@ fn cached(pool: &PgPool) -> CommandService {
     CommandService::with_cache(
         pool.clone(),
         MemberCache::new(1_000, Duration::from_secs(300)),
+        member_tests::vault(),
     )
 }
 
@@ -85,7 +86,7 @@ async fn a_write_by_another_process_is_seen_before_the_next_append() {
         .unwrap();
     assert_eq!((done.version, done.appended), (4, 1));
     assert_eq!(sequences(&pool, member).await.len(), 4);
-    let truth = CommandService::new(pool.clone())
+    let truth = CommandService::new(pool.clone(), member_tests::vault())
         .load(member)
         .await
         .unwrap();
@@ -223,14 +224,21 @@ async fn concurrent_writers_with_caches_lose_nothing() {
     for (i, (sequence, _)) in history.iter().enumerate() {
         assert_eq!(*sequence, i as i64 + 1, "dense sequences");
     }
+    // Owner rows are keyed by the identities' keyed hashes: count this test's accounts.
+    let vault = member_tests::vault();
+    let accounts: Vec<String> = (0..3)
+        .flat_map(|n| (0..30).map(move |i| format!("tongcheng_account:tc_{n}_{i}")))
+        .map(|key| vault.identity_ref_of_text(&key))
+        .collect();
     let owners: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM identity_owners WHERE member_id = $1 AND identity_key LIKE 'tongcheng_account:%'",
+        "SELECT count(*) FROM identity_owners WHERE member_id = $1 AND identity_key = ANY($2)",
     )
     .bind(member.to_string())
+    .bind(&accounts)
     .fetch_one(&pool)
     .await
     .unwrap();
-    let truth = CommandService::new(pool.clone())
+    let truth = CommandService::new(pool.clone(), member_tests::vault())
         .load(member)
         .await
         .unwrap();

@@ -107,11 +107,19 @@ async fn erasure_is_accepted_once_idempotent_and_scoped() {
         purged, 0,
         "nothing is purged before a relay published the erasure"
     );
+    // Its data key stays until then (the relay must read the identities to tell the stores
+    // which entries to delete); the values are sealed, never in the clear.
     let dump = event_store_dump(&app.pool).await;
     assert!(
-        dump.contains(ids.card.value()),
-        "the unpublished erasure's events keep their values"
+        !dump.contains(ids.card.value()),
+        "a value in the clear in the event store"
     );
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM member_keys WHERE member_id = $1")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 1, "the unpublished erasure's key is kept");
 
     // The receipt: accepted, no store applied it (no projector runs here).
     let (status, receipt) = send(admin.get(app.url(&path))).await;
@@ -463,10 +471,40 @@ async fn every_store_forgets_the_member_and_the_recycled_mobile_is_the_new_holde
         dumps[2].1.contains(&erased),
         "the event store dump misses the receipt"
     );
+    // The event store holds no identity value in the clear, the new holder's included
+    // (crypto-shredding: sealed with each member's key); the holder's history opens it, the
+    // erased member's key is gone.
     assert!(
-        dumps[2].1.contains(ids.mobile.value()),
-        "the event store dump misses the new holder"
+        !dumps[2].1.contains(ids.mobile.value()),
+        "the event store holds a mobile in the clear"
     );
+    let vault = member_tests::vault();
+    let history =
+        member_infra::event_store::members::history_of(&app.pool, &vault, holder.parse().unwrap())
+            .await
+            .unwrap();
+    assert!(
+        format!("{history:?}").contains(ids.mobile.value()),
+        "the holder's own history opens the sealed mobile"
+    );
+    eventually(
+        "the erased member's data key is destroyed",
+        Duration::from_secs(30),
+        || {
+            let (pool, erased) = (app.pool.clone(), erased.clone());
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM member_keys WHERE member_id = $1",
+                )
+                .bind(erased)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    == 0
+            }
+        },
+    )
+    .await;
     let holder_keys = redis_dump(&app.settings, ids.mobile.value(), &holder).await;
     assert!(
         holder_keys.contains(ids.mobile.value()),
@@ -529,7 +567,9 @@ async fn every_store_forgets_the_member_and_the_recycled_mobile_is_the_new_holde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_erase_does_the_same_for_operators() {
     let (settings, pool, _data_dir) = member_tests::app::isolated_settings().await;
-    let commands = member_infra::event_store::commands::CommandService::new(pool.clone());
+    let vault = member_tests::vault();
+    let commands =
+        member_infra::event_store::commands::CommandService::new(pool.clone(), vault.clone());
     let tag = member_tests::unique("er");
     let member = member_tests::tools::register(&commands, &tag, 1).await;
     let id = member.to_string();
@@ -574,7 +614,9 @@ async fn erasures_during_a_rebuild_stay_erased_and_a_rebuild_does_not_bring_them
     roles.extend(TARGETS.map(Role::Projector));
     let app =
         member_tests::app::spawn_app_with(settings.clone(), pool.clone(), data_dir, &roles).await;
-    let commands = member_infra::event_store::commands::CommandService::new(pool.clone());
+    let vault = member_tests::vault();
+    let commands =
+        member_infra::event_store::commands::CommandService::new(pool.clone(), vault.clone());
     let tag = member_tests::unique("erb");
     let mut members = Vec::new();
     for i in 0..40 {
@@ -686,19 +728,43 @@ async fn erasures_during_a_rebuild_stay_erased_and_a_rebuild_does_not_bring_them
             "erased account {i} is in the log"
         );
     }
+    // The live members' values are not in the clear either: sealed with their keys, which
+    // stay; the erased members' keys are destroyed.
     assert_eq!(
         in_log(format!("{tag}-39")).await,
-        1,
-        "a live account is in the log"
+        0,
+        "a live account is in the log in the clear"
+    );
+    let keys: Vec<String> = sqlx::query_scalar("SELECT member_id FROM member_keys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for (i, m) in members.iter().enumerate() {
+        assert_eq!(
+            keys.contains(&m.to_string()),
+            i >= 20,
+            "member {i}: a data key exactly when not erased"
+        );
+    }
+    let live = member_infra::event_store::replay::document_of(&pool, &vault, members[39])
+        .await
+        .unwrap()
+        .expect("a live member");
+    assert!(
+        live.identities
+            .iter()
+            .any(|i| i.key.value() == format!("{tag}-39")),
+        "the live member's sealed account opens with its key"
     );
     // Nor are they owner rows any more (nobody else took them).
     let owner_rows = |value: String| {
         let pool = pool.clone();
+        let reference = vault.identity_ref_of_text(&format!("tongcheng_account:{value}"));
         async move {
             sqlx::query_scalar::<_, i64>(
                 "SELECT count(*) FROM identity_owners WHERE identity_key = $1",
             )
-            .bind(format!("tongcheng_account:{value}"))
+            .bind(reference)
             .fetch_one(&pool)
             .await
             .unwrap()

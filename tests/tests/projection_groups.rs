@@ -68,7 +68,7 @@ async fn two_processes_of_a_target_share_it_and_the_survivor_of_a_sigkill_conver
     }
 
     let writer = tokio::spawn({
-        let commands = CommandService::new(pool.clone());
+        let commands = CommandService::new(pool.clone(), member_tests::vault());
         async move {
             let suffix: u32 = rand::rng().random_range(0..1_000_000);
             for i in 0..120u32 {

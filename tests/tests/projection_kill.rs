@@ -47,7 +47,7 @@ async fn sigkilled_projectors_converge_after_restart() {
     let mut children: Vec<_> = targets.iter().map(|t| spawn(*t)).collect();
 
     let writer = tokio::spawn({
-        let commands = CommandService::new(pool.clone());
+        let commands = CommandService::new(pool.clone(), member_tests::vault());
         async move {
             let suffix: u32 = rand::rng().random_range(0..1_000_000);
             for i in 0..150u32 {

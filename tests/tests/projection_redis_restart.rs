@@ -15,7 +15,7 @@ use uuid::Uuid;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_b_catches_up_after_a_restart() {
     let app = spawn_app(&[Role::Relay, Role::Projector(Target::RedisB)]).await;
-    let commands = CommandService::new(app.pool.clone());
+    let commands = CommandService::new(app.pool.clone(), member_tests::vault());
     let suffix: u32 = rand::rng().random_range(0..1_000_000);
     let write = |range: std::ops::Range<u32>| {
         let commands = commands.clone();

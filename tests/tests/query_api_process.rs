@@ -54,7 +54,7 @@ async fn a_query_api_process_serves_what_a_projector_process_wrote_to_elasticsea
 
     let member = Uuid::now_v7();
     let account = format!("qp-{}", Uuid::new_v4().simple());
-    CommandService::new(pool.clone())
+    CommandService::new(pool.clone(), member_tests::vault())
         .execute(
             member,
             MemberCommand::Register {

@@ -59,9 +59,10 @@ async fn a_transaction_committing_late_is_never_skipped() {
             batch_size: 2,
             idle_poll_ms: 10,
         },
+        member_tests::vault(),
     )
     .unwrap();
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
 
     commands
         .execute(Uuid::now_v7(), register("before"), None)
@@ -139,7 +140,7 @@ async fn the_overlapping_run_publishes_everything_in_order_and_stops_at_its_last
         batch_size: 3,
         idle_poll_ms: 10,
     };
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let members: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
     for (i, member) in members.iter().enumerate() {
         commands
@@ -147,7 +148,14 @@ async fn the_overlapping_run_publishes_everything_in_order_and_stops_at_its_last
             .await
             .unwrap();
     }
-    let relay = Relay::new(&kafka.topic, pool.clone(), &kafka, &settings).unwrap();
+    let relay = Relay::new(
+        &kafka.topic,
+        pool.clone(),
+        &kafka,
+        &settings,
+        member_tests::vault(),
+    )
+    .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(relay.run(async {
         let _ = stopped.await;
@@ -202,7 +210,14 @@ async fn the_overlapping_run_publishes_everything_in_order_and_stops_at_its_last
     assert_eq!(records.len(), stored.len(), "no failure, so no duplicate");
     // Stopped gracefully after everything was acknowledged: its checkpoint is at the end, so a
     // new relay on the same checkpoint has nothing to publish.
-    let again = Relay::new(&kafka.topic, pool.clone(), &kafka, &settings).unwrap();
+    let again = Relay::new(
+        &kafka.topic,
+        pool.clone(),
+        &kafka,
+        &settings,
+        member_tests::vault(),
+    )
+    .unwrap();
     assert_eq!(drain(&again).await, 0);
 }
 
@@ -226,7 +241,7 @@ async fn events_are_read_in_numeric_transaction_order_across_a_digit_boundary() 
         .await
         .unwrap();
     }
-    let reader = EventStoreReader::new(pool.clone());
+    let reader = EventStoreReader::new(pool.clone(), member_tests::vault());
     let first = reader
         .next_batch(Checkpoint::default(), 1)
         .await
@@ -252,7 +267,7 @@ async fn events_are_read_in_numeric_transaction_order_across_a_digit_boundary() 
 #[tokio::test]
 async fn events_of_other_aggregates_are_skipped_and_passed() {
     let pool = fresh_event_store().await;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     commands
         .execute(Uuid::now_v7(), register("before-other"), None)
         .await
@@ -269,7 +284,7 @@ async fn events_of_other_aggregates_are_skipped_and_passed() {
         .execute(Uuid::now_v7(), register("after-other"), None)
         .await
         .unwrap();
-    let reader = EventStoreReader::new(pool.clone());
+    let reader = EventStoreReader::new(pool.clone(), member_tests::vault());
     let head = member_tests::kafka::store_head(&pool).await;
     let mut from = Checkpoint::default();
     let mut member_events = 0;

@@ -30,7 +30,7 @@ async fn relay_and_projector_resume_after_the_broker_returns() {
         &[Role::Relay, Role::Projector(Target::RedisA)],
     )
     .await;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let write = |range: std::ops::Range<u32>| {
         let commands = commands.clone();
         let tag = Uuid::new_v4().simple().to_string();

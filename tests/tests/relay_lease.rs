@@ -114,7 +114,7 @@ async fn a_second_relay_waits_and_takes_over_when_the_first_is_sigkilled() {
     .await;
 
     // While both run, one publishes: every event is on the topic exactly once.
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     register(&commands, 0..40, &tag).await;
     let stored = stored_events(&pool).await;
     assert_eq!(

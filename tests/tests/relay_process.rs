@@ -24,7 +24,7 @@ async fn sigkilled_relay_loses_nothing() {
     ];
 
     let writer = tokio::spawn({
-        let commands = CommandService::new(pool.clone());
+        let commands = CommandService::new(pool.clone(), member_tests::vault());
         async move {
             for i in 0..60 {
                 let id = Uuid::now_v7();

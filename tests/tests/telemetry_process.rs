@@ -82,7 +82,7 @@ async fn relay_and_projector_processes_serve_health_and_their_metrics() {
         .await;
     }
 
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let account =
         Identity::parse("tongcheng_account", &Uuid::new_v4().to_string(), None, None).unwrap();
     commands

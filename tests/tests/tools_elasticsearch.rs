@@ -85,7 +85,7 @@ async fn rebuild_swaps_a_caught_up_generation_in_behind_the_aliases_while_comman
         &[Role::Relay, Role::Projector(TARGET)],
     )
     .await;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let tag = member_tests::unique("esrb");
     for i in 0..40 {
         register(&commands, &tag, i).await;
@@ -262,7 +262,7 @@ async fn verify_and_repair(target: Target) {
         &[Role::Relay, Role::Projector(target)],
     )
     .await;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let tag = member_tests::unique("esvf");
     let mut members = Vec::new();
     for i in 0..20 {

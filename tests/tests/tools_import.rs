@@ -49,7 +49,7 @@ fn member_of(legacy_id: &str) -> Uuid {
 
 /// Every member's identity keys, from the fold of the event store.
 async fn members(pool: &PgPool) -> BTreeMap<Uuid, BTreeSet<String>> {
-    member_infra::event_store::replay::all_documents(pool)
+    member_infra::event_store::replay::all_documents(pool, &member_tests::vault())
         .await
         .expect("fold")
         .into_iter()

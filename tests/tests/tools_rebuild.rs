@@ -27,7 +27,7 @@ async fn wiped_stores_are_rebuilt_while_commands_flow_and_verify_finds_no_differ
     let mut roles = vec![Role::Relay];
     roles.extend(TARGETS.map(Role::Projector));
     let app = spawn_app_with(settings.clone(), pool.clone(), data_dir, &roles).await;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let tag = member_tests::unique("rb");
     let mut members = Vec::new();
     for i in 0..60 {
@@ -171,7 +171,7 @@ async fn mysql_is_resharded_from_four_to_eight_databases_by_replay() {
         &[Role::Relay, Role::Projector(Target::Mysql)],
     )
     .await;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let tag = member_tests::unique("rs");
     for i in 0..40 {
         register(&commands, &tag, i).await;

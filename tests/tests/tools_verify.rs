@@ -48,7 +48,7 @@ async fn verify_reports_what_was_damaged_behind_the_projectors_back_and_repair_f
     let mut roles = vec![Role::Relay];
     roles.extend(targets.map(Role::Projector));
     let app = spawn_app_with(settings.clone(), pool.clone(), data_dir, &roles).await;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
     let tag = member_tests::unique("vf");
     let mut members = Vec::new();
     for i in 0..30 {

@@ -137,13 +137,27 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// API listens on an address other than loopback (anyone who read the docs could call it).
 pub fn default_keys_warning(settings: &Settings, api: &str, listen: SocketAddr) -> Option<String> {
     let in_use = settings.default_keys_in_use();
-    if in_use.is_empty() || listen.ip().is_loopback() {
+    let encryption = settings.encryption.uses_default_keys();
+    if (in_use.is_empty() && !encryption) || listen.ip().is_loopback() {
         return None;
     }
+    let mut warnings = Vec::new();
+    if !in_use.is_empty() {
+        warnings.push(format!(
+            "the default api keys of callers {}; set your own callers in the MEMBER_CONFIG file",
+            in_use.join(", ")
+        ));
+    }
+    if encryption {
+        warnings.push(
+            "the published encryption keys of config/default.toml; set [encryption] from the \
+             environment (docs/operations/erasure.md)"
+                .to_owned(),
+        );
+    }
     Some(format!(
-        "the {api} listens on {listen} with the default api keys of callers {}; set your own \
-         callers in the MEMBER_CONFIG file",
-        in_use.join(", ")
+        "the {api} listens on {listen} with {}",
+        warnings.join(", and with ")
     ))
 }
 

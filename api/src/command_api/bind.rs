@@ -34,6 +34,7 @@ pub async fn bind(
             command: MemberCommand::BindIdentity { identity },
             success: StatusCode::OK,
             request_hash: request_hash(
+                state.commands.vault(),
                 "POST",
                 &format!("/v1/members/{member_id}/identities"),
                 &body.canonical,

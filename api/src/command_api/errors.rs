@@ -112,6 +112,20 @@ impl From<CommandError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A failed read of sealed events: the store unreachable, or a key that does not open
+    /// (a missing master key in the configuration: an operator's error, logged).
+    pub fn from_vault(err: member_infra::event_store::vault::VaultError) -> Self {
+        match err {
+            member_infra::event_store::vault::VaultError::Store(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "sealed events could not be opened");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match err {

@@ -37,7 +37,13 @@ pub async fn history(
     let Query(query) = query.map_err(|_| {
         ApiError::InvalidRequest("the only query parameter is reveal=true|false".into())
     })?;
-    let rows = member_infra::event_store::members::history_of(&state.pool, member_id).await?;
+    let rows = member_infra::event_store::members::history_of(
+        &state.pool,
+        state.commands.vault(),
+        member_id,
+    )
+    .await
+    .map_err(ApiError::from_vault)?;
     if rows.is_empty() {
         return Err(ApiError::Rejected(
             member_domain::MemberError::MemberNotFound,

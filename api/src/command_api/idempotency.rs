@@ -9,21 +9,23 @@ use member_domain::MemberCommand;
 use member_infra::event_store::cause::Cause;
 use member_infra::event_store::commands::{CommandError, IdempotencyTag};
 use member_infra::event_store::idempotency::StoredOutcome;
+use member_infra::event_store::vault::Vault;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::errors::ApiError;
 use super::AppState;
 
-/// A fingerprint of the request: method, path and canonical JSON body.
-pub fn request_hash(method: &str, path: &str, canonical_body: &[u8]) -> String {
+/// A fingerprint of the request: method, path and canonical JSON body, keyed (the body holds
+/// identity values, and an unkeyed hash of a mobile number is found by trying them all).
+pub fn request_hash(vault: &Vault, method: &str, path: &str, canonical_body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(method.as_bytes());
     hasher.update(b" ");
     hasher.update(path.as_bytes());
     hasher.update(b"\n");
     hasher.update(canonical_body);
-    format!("{:x}", hasher.finalize())
+    vault.keyed_request_hash(&format!("{:x}", hasher.finalize()))
 }
 
 pub struct CommandRequest {

@@ -23,6 +23,7 @@ use member_infra::config::{CallerSettings, CommandApiSettings};
 use member_infra::event_store::commands::CommandService;
 use member_infra::event_store::idempotency::IdempotencyStore;
 use member_infra::event_store::member_cache::MemberCache;
+use member_infra::event_store::vault::Vault;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -95,7 +96,19 @@ impl CommandApi {
         pool: PgPool,
         settings: &CommandApiSettings,
         callers: &[CallerSettings],
+        vault: Vault,
     ) -> anyhow::Result<Self> {
+        // Owner rows written by a binary older than crypto-shredding are keyed by the identity;
+        // a bind keyed by its hash must meet them, so they are rekeyed before any write.
+        let rekeyed = member_infra::event_store::vault::rewrite::owners(&pool, &vault)
+            .await
+            .context("rekeying identity owners written before encryption")?;
+        if rekeyed > 0 {
+            tracing::info!(
+                rows = rekeyed,
+                "identity owners rekeyed by their keyed hash"
+            );
+        }
         let listen = settings.listen;
         let cache = MemberCache::new(
             settings.member_cache_capacity,
@@ -108,6 +121,7 @@ impl CommandApi {
                 pool.clone(),
                 cache,
                 settings.append_writers.get(),
+                vault,
             ),
             idempotency: IdempotencyStore::new(pool.clone()),
             pool,

@@ -74,7 +74,12 @@ pub async fn register(
             member_id: Uuid::now_v7(),
             command: MemberCommand::Register { identities },
             success: StatusCode::CREATED,
-            request_hash: request_hash("POST", "/v1/members", &body.canonical),
+            request_hash: request_hash(
+                state.commands.vault(),
+                "POST",
+                "/v1/members",
+                &body.canonical,
+            ),
             idempotency_key: key,
             cause: Cause::new(caller.name.clone(), request_id.0),
         },

@@ -29,6 +29,7 @@ pub async fn unbind(
             name: "unbind",
             member_id,
             request_hash: request_hash(
+                state.commands.vault(),
                 "DELETE",
                 &format!("/v1/members/{member_id}/identities/{identity}"),
                 b"",

@@ -41,8 +41,9 @@ fn state_name(state: FindingState) -> String {
 async fn findings(state: &AppState) -> Result<Vec<Finding>, ConsoleError> {
     let pool = &state.console.pool;
     let scanning = async {
-        let mut findings = scan::quarantine_findings(pool).await?;
-        findings.extend(scan::store_findings(pool, || {}).await?);
+        let vault = &state.console.vault;
+        let mut findings = scan::quarantine_findings(pool, vault).await?;
+        findings.extend(scan::store_findings(pool, vault, || {}).await?);
         anyhow::Ok(findings)
     };
     tokio::time::timeout(SCAN_TIMEOUT, scanning)
@@ -197,6 +198,7 @@ pub async fn apply(
     tracing::info!(target: "audit", caller = %operator.caller.name, entry = %form.entry, resolution = %form.resolution, "console governance repair");
     let outcome = repair::resolve(
         &state.console.pool,
+        &state.console.vault,
         &form.entry,
         resolution,
         &operator.caller.name,

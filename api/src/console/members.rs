@@ -137,7 +137,11 @@ pub async fn page(
         Lookup::Identity(key) => {
             let holders = tokio::time::timeout(
                 PROBE,
-                replay::holders_of(&state.console.pool, std::slice::from_ref(&key)),
+                replay::holders_of(
+                    &state.console.pool,
+                    &state.console.vault,
+                    std::slice::from_ref(&key),
+                ),
             )
             .await
             .map_err(|_| ConsoleError::Unavailable("the event store"))?
@@ -221,15 +225,21 @@ async fn member(
     reveal: bool,
 ) -> Result<String, ConsoleError> {
     let pool = &state.console.pool;
-    let truth = tokio::time::timeout(PROBE, replay::document_of(pool, member_id))
-        .await
-        .map_err(|_| ConsoleError::Unavailable("the event store"))?
-        .map_err(|e| ConsoleError::unavailable("the event store", e))?
-        .ok_or_else(|| ConsoleError::NotFound(format!("no member {member_id}")))?;
-    let history = tokio::time::timeout(PROBE, event_members::history_of(pool, member_id))
-        .await
-        .map_err(|_| ConsoleError::Unavailable("the event store"))?
-        .map_err(|e| ConsoleError::unavailable("the event store", e))?;
+    let truth = tokio::time::timeout(
+        PROBE,
+        replay::document_of(pool, &state.console.vault, member_id),
+    )
+    .await
+    .map_err(|_| ConsoleError::Unavailable("the event store"))?
+    .map_err(|e| ConsoleError::unavailable("the event store", e))?
+    .ok_or_else(|| ConsoleError::NotFound(format!("no member {member_id}")))?;
+    let history = tokio::time::timeout(
+        PROBE,
+        event_members::history_of(pool, &state.console.vault, member_id),
+    )
+    .await
+    .map_err(|_| ConsoleError::Unavailable("the event store"))?
+    .map_err(|e| ConsoleError::unavailable("the event store", e))?;
     let registry = state.registry();
     let mut stored = Vec::new();
     for target in Target::ALL {

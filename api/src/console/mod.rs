@@ -44,6 +44,8 @@ pub struct Console {
     /// Connected on first use: the query API serves reads without PostgreSQL, so a console that
     /// is never opened must not make it depend on the event store.
     pub pool: PgPool,
+    /// Opens the sealed identity values of the events the console shows.
+    pub vault: member_infra::event_store::vault::Vault,
     pub sessions: session::Sessions,
     pub jobs: jobs::Jobs,
     pub audit: members::Audit,
@@ -65,6 +67,7 @@ impl Console {
         Ok(Self {
             settings: settings.clone(),
             pool,
+            vault: crate::app::vault(settings),
             sessions: session::Sessions::default(),
             jobs: jobs::Jobs::default(),
             audit: members::Audit::default(),

@@ -211,7 +211,7 @@ async fn event_store_section(console: &Console) -> String {
             .fetch_one(pool)
             .await?;
         let checkpoint = Checkpoint::load(pool, topic).await?;
-        let behind = EventStoreReader::new(pool.clone())
+        let behind = EventStoreReader::new(pool.clone(), console.vault.clone())
             .events_after(checkpoint)
             .await?;
         Ok::<_, sqlx::Error>((head, checkpoint, behind))

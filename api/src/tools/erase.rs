@@ -16,7 +16,7 @@ pub const NOT_FOUND: i32 = 3;
 /// 0 when accepted (now or before), [`NOT_FOUND`] for an unknown member.
 pub async fn run(settings: &Settings, member_id: Uuid) -> anyhow::Result<i32> {
     let pool = crate::app::event_store(settings).await?;
-    let commands = CommandService::new(pool.clone());
+    let commands = CommandService::new(pool.clone(), crate::app::vault(settings));
     let cause = crate::tools::cause("erase");
     match erasure::erase(&commands, &pool, &cause, member_id).await {
         Ok(receipt) => {

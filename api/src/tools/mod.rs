@@ -4,6 +4,7 @@ pub mod erase;
 pub mod governance;
 pub mod ids;
 pub mod import;
+pub mod keys;
 pub mod progress;
 pub mod rebuild;
 pub mod seed;

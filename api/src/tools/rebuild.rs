@@ -208,7 +208,8 @@ pub async fn rebuild(
         }
     }
     let bar = progress::bar("fold", Some(total));
-    let folded = fold_into(pool, &sinks, plan.batch, &bar, shutdown).await;
+    let vault = crate::app::vault(settings);
+    let folded = fold_into(pool, &vault, &sinks, plan.batch, &bar, shutdown).await;
     bar.finish();
     if shutdown.is_requested() {
         return Err(abandon(building).await);
@@ -352,6 +353,7 @@ async fn prepare(
 /// slowest per batch).
 async fn fold_into(
     pool: &PgPool,
+    vault: &member_infra::event_store::vault::Vault,
     sinks: &[Arc<dyn Sink>],
     batch: usize,
     bar: &indicatif::ProgressBar,
@@ -379,7 +381,7 @@ async fn fold_into(
             Ok::<_, SinkError>((sink.target().to_owned(), started.elapsed().as_secs_f64()))
         }));
     }
-    let folded = replay::for_each_batch(pool, batch, |docs| {
+    let folded = replay::for_each_batch(pool, vault, batch, |docs| {
         let queues = queues.clone();
         let stopped = shutdown.is_requested();
         async move {

@@ -37,7 +37,7 @@ pub async fn collect(settings: &Settings) -> Vec<Component> {
                 behind: None,
                 detail: "postgresql answers".into(),
             });
-            let reader = EventStoreReader::new(pool.clone());
+            let reader = EventStoreReader::new(pool.clone(), crate::app::vault(settings));
             let relay = async {
                 let at = Checkpoint::load(&pool, &settings.kafka.topic).await?;
                 reader.events_after(at).await

@@ -24,6 +24,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use member_domain::IdentityKey;
 use member_infra::config::{SearchEngine, Settings};
 use member_infra::event_store::replay;
+use member_infra::event_store::vault::Vault;
 use member_infra::mysql::MysqlShards;
 use member_infra::redis::RedisCenter;
 use member_infra::search::tantivy::{cluster_dir, live_is_owned, TantivyIndex};
@@ -190,14 +191,15 @@ pub async fn verify(
     let store = Inspected::open(settings, options.target)
         .await
         .with_context(|| format!("opening {}", options.target))?;
-    let result = verify_store(settings, pool, options, &store, shutdown).await;
+    let vault = crate::app::vault(settings);
+    let result = verify_store(settings, (pool, &vault), options, &store, shutdown).await;
     store.close().await;
     result
 }
 
 async fn verify_store(
     settings: &Settings,
-    pool: &PgPool,
+    (pool, vault): (&PgPool, &Vault),
     options: &VerifyOptions,
     store: &Inspected,
     shutdown: &Shutdown,
@@ -220,7 +222,7 @@ async fn verify_store(
     let mut checked = 0u64;
     let reader = store.reader.clone();
     let cache = store.cache;
-    let folded = replay::for_each_batch(pool, 1000, |docs| {
+    let folded = replay::for_each_batch(pool, vault, 1000, |docs| {
         let stopped = shutdown.is_requested();
         truth_ids.extend(docs.iter().map(|d| d.member_id));
         bar.inc(docs.len() as u64);
@@ -282,7 +284,7 @@ async fn verify_store(
             _ = shutdown.requested() => return Err(interrupted(checked)),
         }
         store.refresh().await;
-        recheck(pool, store, &candidates).await?
+        recheck(pool, vault, store, &candidates).await?
     };
     let mut differences = BTreeMap::new();
     for f in &persisting {
@@ -293,7 +295,7 @@ async fn verify_store(
     let mut remaining = persisting.len() as u64;
     if options.repair && !persisting.is_empty() {
         match &store.sink {
-            Some(sink) => repair(pool, store, sink.as_ref(), &persisting).await?,
+            Some(sink) => repair(pool, vault, store, sink.as_ref(), &persisting).await?,
             None => {
                 tracing::info!(target = %options.target, "the index is owned by a running process: repairing by a blue-green rebuild");
                 let plan = RebuildPlan {
@@ -305,7 +307,7 @@ async fn verify_store(
             }
         }
         store.refresh().await;
-        let after = recheck(pool, store, &persisting).await?;
+        let after = recheck(pool, vault, store, &persisting).await?;
         remaining = after.len() as u64;
         repaired = (persisting.len() as u64).saturating_sub(remaining);
     }
@@ -404,6 +406,7 @@ async fn check_member(
 /// The candidates that are still differences now, against a fresh fold of their members.
 async fn recheck(
     pool: &PgPool,
+    vault: &Vault,
     store: &Inspected,
     candidates: &[Finding],
 ) -> anyhow::Result<Vec<Finding>> {
@@ -416,7 +419,7 @@ async fn recheck(
     };
     let mut persisting = Vec::new();
     for member in members {
-        let truth = replay::document_of(pool, member).await?;
+        let truth = replay::document_of(pool, vault, member).await?;
         let now = match &truth {
             Some(doc) => check_member(reader, doc, store.cache).await?,
             None => {
@@ -435,6 +438,7 @@ async fn recheck(
 /// holders of every identity entry removed).
 async fn repair(
     pool: &PgPool,
+    vault: &Vault,
     store: &Inspected,
     sink: &dyn Sink,
     findings: &[Finding],
@@ -467,7 +471,11 @@ async fn repair(
     remove_keys.sort();
     remove_keys.dedup();
     // The members whose entries were removed get theirs back from their own truth.
-    rewrite.extend(replay::holders_of(pool, &remove_keys).await?.into_values());
+    rewrite.extend(
+        replay::holders_of(pool, vault, &remove_keys)
+            .await?
+            .into_values(),
+    );
     rewrite.sort();
     rewrite.dedup();
     store
@@ -476,7 +484,7 @@ async fn repair(
         .context("removing wrong documents and entries")?;
     let mut records = Vec::new();
     for member in rewrite {
-        if let Some(doc) = replay::document_of(pool, member).await? {
+        if let Some(doc) = replay::document_of(pool, vault, member).await? {
             records.extend(snapshot_records(&doc));
         }
     }

@@ -19,20 +19,43 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::group_commit::{Append, GroupCommit, Row};
+use super::vault::{Vault, MEMBER_KEY_FIELD};
 
 pub struct MemberEventRepository {
     reads: PostgresEventRepository,
     appends: GroupCommit,
+    pool: PgPool,
+    vault: Vault,
 }
 
 impl MemberEventRepository {
     /// A repository that reads through postgres-es and appends through `appends` (see
-    /// [`group_commit`](super::group_commit)).
-    pub fn new(pool: PgPool, appends: GroupCommit) -> Self {
+    /// [`group_commit`](super::group_commit)), sealing identity values on the way in and
+    /// opening them on the way out (see [`vault`](super::vault)).
+    pub fn new(pool: PgPool, appends: GroupCommit, vault: Vault) -> Self {
         Self {
-            reads: PostgresEventRepository::new(pool),
+            reads: PostgresEventRepository::new(pool.clone()),
             appends,
+            pool,
+            vault,
         }
+    }
+
+    /// Opens the sealed identity values of events read for the aggregate.
+    async fn opened(
+        &self,
+        mut events: Vec<SerializedEvent>,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.vault
+            .open_payloads(
+                &self.pool,
+                events
+                    .iter_mut()
+                    .map(|e| (e.aggregate_id.as_str(), &mut e.payload)),
+            )
+            .await
+            .map_err(vault_error)?;
+        Ok(events)
     }
 
     async fn append<A: Aggregate>(
@@ -42,21 +65,50 @@ impl MemberEventRepository {
         let Some(first) = events.first() else {
             return Ok(());
         };
+        // The member's data key: a new member's is created here and stored by the append's
+        // trigger from the first event's metadata (migration 0010); so is the key of a member
+        // written before encryption that has none yet.
+        let member = first.aggregate_id.as_str();
+        let existing = if first.sequence == 1 {
+            None
+        } else {
+            self.vault
+                .data_key(&self.pool, member)
+                .await
+                .map_err(vault_error)?
+        };
+        let (key, new_key) = match existing {
+            Some(key) => (key, None),
+            None => {
+                let (key, wrapped) = self.vault.new_data_key(member);
+                (key, Some(wrapped))
+            }
+        };
         let mut rows = Vec::with_capacity(events.len());
-        for event in events {
+        for (i, event) in events.iter().enumerate() {
             // One command appends to one aggregate, committed as one.
             if event.aggregate_id != first.aggregate_id {
                 return Err(PersistenceError::UnknownError(
                     "one append must hold the events of one aggregate".into(),
                 ));
             }
+            let mut payload = event.payload.clone();
+            let mut metadata = match &event.metadata {
+                Value::Object(map) => map.clone(),
+                _ => serde_json::Map::new(),
+            };
+            self.vault
+                .seal_event(member, &mut payload, &mut metadata, &key);
+            if let (0, Some(wrapped)) = (i, &new_key) {
+                metadata.insert(MEMBER_KEY_FIELD.to_owned(), Value::String(wrapped.clone()));
+            }
             rows.push(Row {
                 sequence: i64::try_from(event.sequence)
                     .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?,
                 event_type: event.event_type.clone(),
                 event_version: event.event_version.clone(),
-                payload: event.payload.to_string(),
-                metadata: event.metadata.to_string(),
+                payload: payload.to_string(),
+                metadata: Value::Object(metadata).to_string(),
             });
         }
         let idempotency_key = first
@@ -64,14 +116,32 @@ impl MemberEventRepository {
             .get("idempotency_key")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        self.appends
+        let appended = self
+            .appends
             .append(Append {
                 aggregate_type: A::TYPE,
                 aggregate_id: first.aggregate_id.clone(),
                 idempotency_key,
                 rows,
             })
-            .await
+            .await;
+        if appended.is_ok() && new_key.is_some() {
+            self.vault.keep(member, key);
+        }
+        appended
+    }
+}
+
+fn not_replayable() -> PersistenceError {
+    PersistenceError::UnknownError(
+        "member events are sealed: replay them with member_infra::event_store::replay".into(),
+    )
+}
+
+fn vault_error(err: super::vault::VaultError) -> PersistenceError {
+    match err {
+        super::vault::VaultError::Store(e) => PersistenceError::ConnectionError(Box::new(e)),
+        other => PersistenceError::UnknownError(Box::new(other)),
     }
 }
 
@@ -80,7 +150,8 @@ impl PersistedEventRepository for MemberEventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads.get_events::<A>(aggregate_id).await
+        let events = self.reads.get_events::<A>(aggregate_id).await?;
+        self.opened(events).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -88,9 +159,11 @@ impl PersistedEventRepository for MemberEventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads
+        let events = self
+            .reads
             .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+            .await?;
+        self.opened(events).await
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -113,14 +186,16 @@ impl PersistedEventRepository for MemberEventRepository {
         }
     }
 
+    // cqrs-es's replays would hand sealed payloads to the aggregate; the fold of the store
+    // (`event_store::replay`) opens them, and nothing here replays through cqrs-es.
     async fn stream_events<A: Aggregate>(
         &self,
-        aggregate_id: &str,
+        _aggregate_id: &str,
     ) -> Result<ReplayStream, PersistenceError> {
-        self.reads.stream_events::<A>(aggregate_id).await
+        Err(not_replayable())
     }
 
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        self.reads.stream_all_events::<A>().await
+        Err(not_replayable())
     }
 }

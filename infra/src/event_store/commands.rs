@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use member_domain::{Identity, IdentityKind, Member, MemberCommand, MemberError};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::append::MemberEventRepository;
 use super::group_commit::{GroupCommit, DEFAULT_WRITERS};
 use super::member_cache::{CachedMember, MemberCache};
+use super::vault::Vault;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -77,6 +77,7 @@ pub struct CommandService {
     store: std::sync::Arc<MemberStore>,
     cache: MemberCache,
     appends: GroupCommit,
+    vault: Vault,
 }
 
 /// Where the state a command was decided on came from.
@@ -92,26 +93,37 @@ enum Basis {
 impl CommandService {
     /// A service without a member cache: every command reads its member's events first. What
     /// the operator tools use, which write each member once.
-    pub fn new(pool: PgPool) -> Self {
-        Self::with_cache(pool, MemberCache::disabled())
+    pub fn new(pool: PgPool, vault: Vault) -> Self {
+        Self::with_cache(pool, MemberCache::disabled(), vault)
     }
 
     /// A service that decides commands on members it wrote recently from `cache` (see
     /// [`MemberCache`]); what the command API uses.
-    pub fn with_cache(pool: PgPool, cache: MemberCache) -> Self {
-        Self::with_cache_and_writers(pool, cache, DEFAULT_WRITERS)
+    pub fn with_cache(pool: PgPool, cache: MemberCache, vault: Vault) -> Self {
+        Self::with_cache_and_writers(pool, cache, DEFAULT_WRITERS, vault)
     }
 
     /// [`with_cache`](Self::with_cache), with up to `append_writers` group-commit statements in
     /// flight at once (see [`group_commit`](super::group_commit)).
-    pub fn with_cache_and_writers(pool: PgPool, cache: MemberCache, append_writers: usize) -> Self {
+    pub fn with_cache_and_writers(
+        pool: PgPool,
+        cache: MemberCache,
+        append_writers: usize,
+        vault: Vault,
+    ) -> Self {
         let appends = GroupCommit::new(pool.clone(), append_writers);
-        let repo = MemberEventRepository::new(pool, appends.clone());
+        let repo = MemberEventRepository::new(pool, appends.clone(), vault.clone());
         Self {
             store: std::sync::Arc::new(PersistedEventStore::new_event_store(repo)),
             cache,
             appends,
+            vault,
         }
+    }
+
+    /// The keys that seal identity values and hash identities (see [`Vault`]).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     /// How many appends wait for a group-commit writer right now (see
@@ -221,7 +233,7 @@ impl CommandService {
                 }
                 Err(err) => {
                     self.cache.forget(&member_id);
-                    let err = commit_error(err, &command);
+                    let err = commit_error(err, &command, &self.vault);
                     // A refusal by the trigger (identity owned elsewhere, an unbind of what the
                     // store says is not held) may only mean the guess was stale.
                     if basis == Basis::Guessed && !matches!(err, CommandError::Unavailable(_)) {
@@ -313,7 +325,11 @@ fn sqlstate(err: &AggregateError<MemberError>) -> Option<String> {
 }
 
 /// Reads the trigger's SQLSTATEs out of a failed commit.
-fn commit_error(err: AggregateError<MemberError>, command: &MemberCommand) -> CommandError {
+fn commit_error(
+    err: AggregateError<MemberError>,
+    command: &MemberCommand,
+    vault: &Vault,
+) -> CommandError {
     let AggregateError::UnexpectedError(source) = err else {
         return store_error(err);
     };
@@ -329,22 +345,23 @@ fn commit_error(err: AggregateError<MemberError>, command: &MemberCommand) -> Co
         .unwrap_or_default()
         .to_owned();
     match db.code().as_deref() {
-        Some("MB409") => identity_conflict(detail, command),
+        Some("MB409") => identity_conflict(detail, command, vault),
         Some("MB422") => CommandError::IdempotencyKeyInUse,
         _ => store_error(AggregateError::UnexpectedError(source)),
     }
 }
 
-/// The trigger names a refused identity by an opaque reference (migration 0006), never by its
-/// key: the first 16 hex digits of the SHA-256 of the key's canonical text.
-pub fn identity_reference(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+/// The trigger names a refused identity by an opaque reference, never by its key: the first 16
+/// hex digits of the identity's keyed hash (migration 0010; see [`Vault::identity_ref`]).
+pub fn identity_reference(vault: &Vault, key: &member_domain::IdentityKey) -> String {
+    let mut reference = vault.identity_ref(key);
+    reference.truncate(16);
+    reference
 }
 
 /// An identity the command did not name itself, yet tried to bind, is the unionid implied by an
 /// openid: if another member owns it, the openid belongs to another person's WeChat.
-fn identity_conflict(reference: String, command: &MemberCommand) -> CommandError {
+fn identity_conflict(reference: String, command: &MemberCommand, vault: &Vault) -> CommandError {
     let named: Vec<&Identity> = match command {
         MemberCommand::Register { identities } => identities.iter().collect(),
         MemberCommand::BindIdentity { identity } => vec![identity],
@@ -352,7 +369,7 @@ fn identity_conflict(reference: String, command: &MemberCommand) -> CommandError
     };
     match named
         .into_iter()
-        .find(|i| identity_reference(&i.key().to_string()) == reference)
+        .find(|i| identity_reference(vault, &i.key()) == reference)
     {
         Some(identity) => CommandError::IdentityAlreadyBound {
             kind: identity.kind(),

@@ -10,6 +10,7 @@
 //! - [`member_cache`]: members the command path wrote recently, a guess an append confirms;
 //! - [`replay`]: the fold of every member from its events (rebuild, verify);
 //! - [`members`]: the tools' other reads and the bulk append of `member seed --bulk`;
+//! - [`vault`]: crypto-shredding: members' data keys, sealing identity values, keyed hashes;
 //! - [`imports`]: the checkpoints and quarantine of `member import`.
 
 pub mod append;
@@ -22,6 +23,7 @@ pub mod imports;
 pub mod member_cache;
 pub mod members;
 pub mod replay;
+pub mod vault;
 
 use std::time::Duration;
 

@@ -9,6 +9,8 @@ use member_projections::{MemberDocument, MemberFold};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::vault::{cipher::Key, Vault};
+
 /// An event of the store could not be folded.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -30,15 +32,19 @@ type Row = (
     serde_json::Value,
     serde_json::Value,
     chrono::DateTime<chrono::Utc>,
+    // The member's data key, wrapped, and the master key that wrapped it (none once erased).
+    Option<String>,
+    Option<Vec<u8>>,
 );
 
 /// Streams every member of the store, in member-id order, folded to its current document, and
 /// hands each to `visit`. Memory stays bounded by one member's history.
 pub async fn for_each_document(
     pool: &PgPool,
+    vault: &Vault,
     mut visit: impl FnMut(MemberDocument),
 ) -> Result<u64, ReplayError> {
-    fold_rows(pool, None, |doc| {
+    fold_rows(pool, vault, None, |doc| {
         visit(doc);
         async { Ok(()) }
     })
@@ -50,6 +56,7 @@ pub async fn for_each_document(
 /// stops the replay.
 pub async fn for_each_batch<F, Fut>(
     pool: &PgPool,
+    vault: &Vault,
     size: usize,
     mut visit: F,
 ) -> Result<u64, ReplayError>
@@ -59,7 +66,7 @@ where
 {
     let size = size.max(1);
     let batch = std::cell::RefCell::new(Vec::with_capacity(size));
-    let members = fold_rows(pool, None, |doc| {
+    let members = fold_rows(pool, vault, None, |doc| {
         let mut b = batch.borrow_mut();
         b.push(doc);
         let full = (b.len() >= size).then(|| std::mem::replace(&mut *b, Vec::with_capacity(size)));
@@ -83,10 +90,11 @@ where
 /// The current document of one member (`None` if the store has no event of it).
 pub async fn document_of(
     pool: &PgPool,
+    vault: &Vault,
     member_id: Uuid,
 ) -> Result<Option<MemberDocument>, ReplayError> {
     let mut found = None;
-    fold_rows(pool, Some(member_id), |doc| {
+    fold_rows(pool, vault, Some(member_id), |doc| {
         found = Some(doc);
         async { Ok(()) }
     })
@@ -105,14 +113,15 @@ pub async fn member_count(pool: &PgPool) -> Result<u64, ReplayError> {
     Ok(n.max(0) as u64)
 }
 
-/// Who holds each identity now, from the table of identity owners the append maintains
-/// (`None`: nobody).
+/// Who holds each identity now, from the table of identity owners the append maintains (keyed
+/// by the identities' keyed hashes; `None`: nobody).
 pub async fn holders_of(
     pool: &PgPool,
+    vault: &Vault,
     keys: &[member_domain::IdentityKey],
 ) -> Result<HashMap<member_domain::IdentityKey, Uuid>, ReplayError> {
     let by_text: HashMap<String, &member_domain::IdentityKey> =
-        keys.iter().map(|k| (k.to_string(), k)).collect();
+        keys.iter().map(|k| (vault.identity_ref(k), k)).collect();
     let texts: Vec<&String> = by_text.keys().collect();
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT identity_key, member_id FROM identity_owners
@@ -132,6 +141,7 @@ pub async fn holders_of(
 
 async fn fold_rows<F, Fut>(
     pool: &PgPool,
+    vault: &Vault,
     only: Option<Uuid>,
     mut visit: F,
 ) -> Result<u64, ReplayError>
@@ -141,46 +151,64 @@ where
 {
     let mut rows = match only {
         None => sqlx::query_as::<_, Row>(
-            "SELECT aggregate_id, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
-             WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence",
+            "SELECT e.aggregate_id, e.sequence, e.payload::jsonb, e.metadata::jsonb, e.recorded_at,
+                    k.key_id, k.wrapped
+             FROM events e LEFT JOIN member_keys k ON k.member_id = e.aggregate_id
+             WHERE e.aggregate_type = $1 ORDER BY e.aggregate_id, e.sequence",
         )
         .bind(super::AGGREGATE_TYPE)
         .fetch(pool),
         Some(id) => sqlx::query_as::<_, Row>(
-            "SELECT aggregate_id, sequence, payload::jsonb, metadata::jsonb, recorded_at FROM events
-             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+            "SELECT e.aggregate_id, e.sequence, e.payload::jsonb, e.metadata::jsonb, e.recorded_at,
+                    k.key_id, k.wrapped
+             FROM events e LEFT JOIN member_keys k ON k.member_id = e.aggregate_id
+             WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence",
         )
         .bind(super::AGGREGATE_TYPE)
         .bind(id.to_string())
         .fetch(pool),
     };
-    let mut current: Option<(String, MemberFold)> = None;
+    let mut current: Option<(String, MemberFold, Option<Key>)> = None;
     let mut members = 0;
-    while let Some((id, sequence, payload, metadata, recorded_at)) = rows.try_next().await? {
+    while let Some((id, sequence, mut payload, metadata, recorded_at, key_id, wrapped)) =
+        rows.try_next().await?
+    {
         let corrupt = |reason: String| ReplayError::Corrupt {
             member_id: id.clone(),
             sequence,
             reason,
         };
-        if current.as_ref().is_none_or(|(cur, _)| cur != &id) {
-            if let Some((_, fold)) = current.take() {
+        if current.as_ref().is_none_or(|(cur, _, _)| cur != &id) {
+            if let Some((_, fold, _)) = current.take() {
                 visit(fold.document()).await?;
                 members += 1;
             }
             let member_id = Uuid::parse_str(&id).map_err(|e| corrupt(e.to_string()))?;
-            current = Some((id.clone(), MemberFold::new(member_id)));
+            // Each member's key is unwrapped once, for all of its events.
+            let key = match (key_id, wrapped) {
+                (Some(key_id), Some(wrapped)) => Some(
+                    vault
+                        .unwrap(&id, &key_id, &wrapped)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                ),
+                _ => None,
+            };
+            current = Some((id.clone(), MemberFold::new(member_id), key));
         }
+        let (_, fold, key) = current.as_mut().expect("set above");
+        vault
+            .open_event(&id, &mut payload, key.as_ref())
+            .map_err(|e| corrupt(e.to_string()))?;
         let event: MemberEvent =
             serde_json::from_value(payload).map_err(|e| corrupt(e.to_string()))?;
         let generation = metadata
             .get("identity_generation")
             .and_then(|g| g.as_str())
             .and_then(|g| g.parse().ok());
-        let (_, fold) = current.as_mut().expect("set above");
         fold.apply(sequence as u64, event, recorded_at, generation)
             .map_err(|e| corrupt(e.to_string()))?;
     }
-    if let Some((_, fold)) = current {
+    if let Some((_, fold, _)) = current {
         visit(fold.document()).await?;
         members += 1;
     }
@@ -188,9 +216,12 @@ where
 }
 
 /// Every member's current document, in memory (for tests and small stores).
-pub async fn all_documents(pool: &PgPool) -> Result<HashMap<Uuid, MemberDocument>, ReplayError> {
+pub async fn all_documents(
+    pool: &PgPool,
+    vault: &Vault,
+) -> Result<HashMap<Uuid, MemberDocument>, ReplayError> {
     let mut all = HashMap::new();
-    for_each_document(pool, |doc| {
+    for_each_document(pool, vault, |doc| {
         all.insert(doc.member_id, doc);
     })
     .await?;

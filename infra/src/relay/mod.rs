@@ -31,6 +31,7 @@ pub use publisher::{Deliveries, Publisher};
 pub use reader::{EventRow, EventStoreReader, ReadBatch};
 
 use crate::config::{KafkaSettings, RelaySettings};
+use crate::event_store::vault::Vault;
 
 /// Errors of one relay step. Every one is retried with backoff by [`Relay::run`].
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +63,11 @@ impl Relay {
         pool: PgPool,
         kafka: &KafkaSettings,
         settings: &RelaySettings,
+        vault: Vault,
     ) -> Result<Self, RelayError> {
         Ok(Self {
             name: name.to_owned(),
-            reader: EventStoreReader::new(pool),
+            reader: EventStoreReader::new(pool, vault),
             publisher: Publisher::new(kafka)?,
             batch_size: settings.batch_size,
             idle_poll: Duration::from_millis(settings.idle_poll_ms),

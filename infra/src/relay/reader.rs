@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Checkpoint;
+use crate::event_store::vault::{Vault, VaultError};
 
 /// The aggregate type of the events the relay publishes (cqrs-es's `Aggregate::TYPE` of
 /// `member_domain::Member`).
@@ -24,6 +25,8 @@ pub struct ReadBatch {
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub member_id: Uuid,
+    /// `member_id` as stored (the events' `aggregate_id`).
+    pub aggregate_id: String,
     pub sequence: u64,
     pub event_type: String,
     pub event_version: String,
@@ -54,6 +57,7 @@ fn decode(row: Row) -> Result<EventRow, sqlx::Error> {
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(e);
     Ok(EventRow {
         member_id: Uuid::parse_str(&row.0).map_err(|e| bad(Box::new(e)))?,
+        aggregate_id: row.0,
         sequence: row.1 as u64,
         event_type: row.2,
         event_version: row.3,
@@ -73,11 +77,29 @@ const COLUMNS: &str =
 #[derive(Clone)]
 pub struct EventStoreReader {
     pool: PgPool,
+    vault: Vault,
 }
 
 impl EventStoreReader {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, vault: Vault) -> Self {
+        Self { pool, vault }
+    }
+
+    /// Opens the sealed identity values of `rows` (records carry plaintext: projections hold
+    /// it, and Kafka keeps it at most `retention.ms`; docs/decisions/0033).
+    async fn opened(&self, mut rows: Vec<EventRow>) -> Result<Vec<EventRow>, sqlx::Error> {
+        self.vault
+            .open_payloads(
+                &self.pool,
+                rows.iter_mut()
+                    .map(|r| (r.aggregate_id.as_str(), &mut r.payload)),
+            )
+            .await
+            .map_err(|e| match e {
+                VaultError::Store(e) => e,
+                other => sqlx::Error::Decode(Box::new(other)),
+            })?;
+        Ok(rows)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -127,6 +149,7 @@ impl EventStoreReader {
                 batch.events.push(decode(row)?);
             }
         }
+        batch.events = self.opened(batch.events).await?;
         Ok(batch)
     }
 
@@ -154,7 +177,11 @@ impl EventStoreReader {
         .bind(crate::event_store::AGGREGATE_TYPE)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(decode).collect()
+        let rows = rows
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.opened(rows).await
     }
 
     /// How many events are stored after the checkpoint (committed or not yet visible to the

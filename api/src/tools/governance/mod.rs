@@ -43,15 +43,16 @@ pub async fn run(
     shutdown: &Shutdown,
 ) -> anyhow::Result<i32> {
     let pool = crate::app::event_store(settings).await?;
+    let vault = crate::app::vault(settings);
     match args.action {
         Action::Scan { json } => {
             let bar = crate::tools::progress::bar("scan", None);
             let scanning = async {
-                let mut findings = scan::quarantine_findings(&pool)
+                let mut findings = scan::quarantine_findings(&pool, &vault)
                     .await
                     .context("re-checking the quarantine")?;
                 findings.extend(
-                    scan::store_findings(&pool, || bar.inc(1))
+                    scan::store_findings(&pool, &vault, || bar.inc(1))
                         .await
                         .context("scanning the event store")?,
                 );
@@ -76,6 +77,6 @@ pub async fn run(
             }
             Ok(if findings.is_empty() { 0 } else { 2 })
         }
-        Action::Repair(args) => repair::run(pool, args, shutdown).await,
+        Action::Repair(args) => repair::run(pool, vault, args, shutdown).await,
     }
 }

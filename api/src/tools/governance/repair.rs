@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Context};
 use member_domain::{Identity, MemberCommand, MemberError, UnbindReason, WechatApp};
 use member_infra::event_store::commands::{CommandError, CommandService};
+use member_infra::event_store::vault::Vault;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -81,14 +82,19 @@ impl Audit<'_> {
 }
 
 /// Runs the repair. Returns the process exit code.
-pub async fn run(pool: PgPool, args: RepairArgs, shutdown: &Shutdown) -> anyhow::Result<i32> {
+pub async fn run(
+    pool: PgPool,
+    vault: Vault,
+    args: RepairArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<i32> {
     let actor = args.actor.trim();
     let note = args.note.trim();
     if actor.is_empty() || note.is_empty() || actor.len() > 200 || note.len() > 1000 {
         bail!("--actor (1-200 characters) and --note (1-1000 characters) are required");
     }
     let audit = Audit { actor, note };
-    let service = CommandService::new(pool.clone());
+    let service = CommandService::new(pool.clone(), vault);
     let mut failed = 0;
     for (done, name) in args.entries.iter().enumerate() {
         if shutdown.is_requested() {
@@ -116,6 +122,7 @@ pub async fn run(pool: PgPool, args: RepairArgs, shutdown: &Shutdown) -> anyhow:
 /// or why not.
 pub async fn resolve(
     pool: &PgPool,
+    vault: &Vault,
     name: &str,
     resolution: Resolution,
     actor: &str,
@@ -125,7 +132,7 @@ pub async fn resolve(
     if actor.is_empty() || note.is_empty() || actor.len() > 200 || note.len() > 1000 {
         bail!("an actor (1-200 characters) and a note (1-1000 characters) are required");
     }
-    let service = CommandService::new(pool.clone());
+    let service = CommandService::new(pool.clone(), vault.clone());
     resolve_one(
         pool,
         &service,
@@ -198,7 +205,7 @@ async fn release(
     audit: &Audit<'_>,
     dry_run: bool,
 ) -> anyhow::Result<String> {
-    let check = scan::recheck(pool, entry).await?;
+    let check = scan::recheck(pool, service.vault(), entry).await?;
     let member_id = check.member_id.context("the entry names no member")?;
     match check.state {
         State::Unresolvable | State::Abnormal => {

@@ -9,6 +9,7 @@
 //!   only come from data written around it (old imports, tools, hand-written events), which is
 //!   why they are checked here and not assumed.
 
+use member_infra::event_store::vault::Vault;
 use member_infra::event_store::{members, replay};
 
 use futures::TryStreamExt;
@@ -70,7 +71,7 @@ pub struct Recheck {
 }
 
 /// Re-checks one quarantine entry against the current identity owners.
-pub async fn recheck(pool: &PgPool, entry: &Entry) -> anyhow::Result<Recheck> {
+pub async fn recheck(pool: &PgPool, vault: &Vault, entry: &Entry) -> anyhow::Result<Recheck> {
     let unresolvable = Recheck {
         state: State::Unresolvable,
         holders: Vec::new(),
@@ -93,7 +94,7 @@ pub async fn recheck(pool: &PgPool, entry: &Entry) -> anyhow::Result<Recheck> {
             }
         }
     }
-    let owners = replay::holders_of(pool, &keys).await?;
+    let owners = replay::holders_of(pool, vault, &keys).await?;
     let mut holders = Vec::new();
     let mut held_by_self = 0;
     for key in &keys {
@@ -124,10 +125,10 @@ pub async fn recheck(pool: &PgPool, entry: &Entry) -> anyhow::Result<Recheck> {
 }
 
 /// Every open quarantine entry, re-checked.
-pub async fn quarantine_findings(pool: &PgPool) -> anyhow::Result<Vec<Finding>> {
+pub async fn quarantine_findings(pool: &PgPool, vault: &Vault) -> anyhow::Result<Vec<Finding>> {
     let mut out = Vec::new();
     for entry in quarantine::open_entries(pool).await? {
-        let check = recheck(pool, &entry).await?;
+        let check = recheck(pool, vault, &entry).await?;
         out.push(Finding {
             id: entry.name(),
             source: "quarantine",
@@ -147,9 +148,10 @@ pub async fn quarantine_findings(pool: &PgPool) -> anyhow::Result<Vec<Finding>> 
 /// bindings. Memory stays bounded by one member. `progress` is called once per member.
 pub async fn store_findings(
     pool: &PgPool,
+    vault: &Vault,
     mut progress: impl FnMut(),
 ) -> anyhow::Result<Vec<Finding>> {
-    let mut rows = members::events_by_member(pool);
+    let mut rows = members::events_by_member(pool, vault);
     let mut out = Vec::new();
     let mut current: Option<(String, Member)> = None;
     while let Some((id, payload)) = rows.try_next().await? {

@@ -84,7 +84,7 @@ pub async fn run(
     let (digest, total_lines) =
         digest_and_count(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
     let pool = crate::app::event_store(settings).await?;
-    let service = CommandService::new(pool.clone());
+    let service = CommandService::new(pool.clone(), crate::app::vault(settings));
     let checkpoint = quarantine::load_checkpoint(&pool, &digest)
         .await
         .context("loading the import checkpoint")?;

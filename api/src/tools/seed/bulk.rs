@@ -8,9 +8,10 @@
 //! position, txid, event id and time from the table's defaults, exactly like postgres-es's
 //! inserts, so the relay and the replay read them like any other.
 
-use cqrs_es::DomainEvent;
 use member_domain::{Member, MemberCommand};
 use member_infra::event_store::members::{self, NewEvents};
+use member_infra::event_store::vault::Vault;
+use serde_json::{Map, Value};
 use sqlx::PgPool;
 
 use super::generate::SyntheticMember;
@@ -37,8 +38,9 @@ pub enum BulkError {
 /// transaction). Members already registered (an earlier run of the same seed) are skipped.
 pub async fn write_batch(
     pool: &PgPool,
+    vault: &Vault,
     batch: &[SyntheticMember],
-    metadata: &str,
+    metadata: &Map<String, Value>,
 ) -> Result<BatchOutcome, BulkError> {
     let ids: Vec<String> = batch.iter().map(|m| m.member_id.to_string()).collect();
     let existing = members::registered_among(pool, &ids).await?;
@@ -53,21 +55,13 @@ pub async fn write_batch(
         let decided = Member::default().decide(MemberCommand::Register {
             identities: member.identities.clone(),
         })?;
-        for (sequence, event) in (1i64..).zip(decided) {
-            events.push(
-                &id,
-                sequence,
-                event.event_type(),
-                event.event_version(),
-                serde_json::to_string(&event)?,
-            );
-        }
+        events.push_new_member(vault, &id, &decided, metadata)?;
         outcome.created += 1;
     }
     outcome.events = events.len() as u64;
     if events.is_empty() {
         return Ok(outcome);
     }
-    members::append_new_members(pool, &events, metadata).await?;
+    members::append_new_members(pool, &events).await?;
     Ok(outcome)
 }

@@ -69,9 +69,15 @@ pub async fn run(settings: &Settings, args: SeedArgs, shutdown: &Shutdown) -> an
     let started = Instant::now();
     let bar = crate::tools::progress::bar("seed", Some(args.members));
     let totals = if args.bulk {
-        seed_bulk(&pool, &args, &bar, shutdown).await?
+        seed_bulk(&pool, &crate::app::vault(settings), &args, &bar, shutdown).await?
     } else {
-        seed_commands(CommandService::new(pool), &args, &bar, shutdown).await?
+        seed_commands(
+            CommandService::new(pool, crate::app::vault(settings)),
+            &args,
+            &bar,
+            shutdown,
+        )
+        .await?
     };
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-3);
@@ -121,6 +127,7 @@ async fn connect(settings: &Settings, concurrency: u16) -> anyhow::Result<sqlx::
 
 async fn seed_bulk(
     pool: &sqlx::PgPool,
+    vault: &member_infra::event_store::vault::Vault,
     args: &SeedArgs,
     bar: &indicatif::ProgressBar,
     shutdown: &Shutdown,
@@ -130,7 +137,6 @@ async fn seed_bulk(
     for (key, value) in crate::tools::cause("seed").metadata() {
         metadata.insert(key, value.into());
     }
-    let metadata = serde_json::Value::Object(metadata).to_string();
     let batch = u64::from(args.batch);
     let starts = (0..args.members).step_by(batch as usize);
     let mut outcomes = futures::stream::iter(starts)
@@ -142,7 +148,7 @@ async fn seed_bulk(
                 let members: Vec<SyntheticMember> = (start..end)
                     .map(|i| generate::member(args.seed, i))
                     .collect();
-                bulk::write_batch(pool, &members, metadata)
+                bulk::write_batch(pool, vault, &members, metadata)
                     .await
                     .with_context(|| format!("appending members {start}..{end}"))
             }
