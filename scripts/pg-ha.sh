@@ -395,6 +395,8 @@ node_sql() {
     "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR/$c/run" -p "$(PG_NODE_PORT)" -U postgres "$@"
 }
 
+writable() { [[ "$(node_sql "$1" -d postgres -tAc "SELECT NOT pg_is_in_recovery()" 2>/dev/null)" == t ]]; }
+
 ensure_member_role() {
   local leader="$1"
   node_sql "$leader" -d postgres -c "DO \$\$ BEGIN
@@ -460,6 +462,7 @@ cmd_up() {
   [[ "$leader" == b ]] && other=a
   wait_for "sync standby" "$PGHA_TIMEOUT" is_sync "$other" ||
     die "pg-ha: $other is not the synchronous standby (see $DIR/$other/patroni.log)"
+  wait_for "leader-writable" "$PGHA_TIMEOUT" writable "$leader" || die "pg-ha: $leader does not take writes"
   ensure_member_role "$leader"
   for c in a b; do
     wait_for "haproxy-$c" "$PGHA_TIMEOUT" proxy_open "$c" || die "pg-ha: HAProxy $c does not answer (see $DIR/$c/haproxy.log)"
@@ -468,27 +471,37 @@ cmd_up() {
 }
 
 cmd_down() {
-  local c ns pids
+  local c ns pids pid
   DIR="$(abs_dir "$1")"
   if [[ ! -f "$DIR/cluster.env" ]]; then
     return 0
   fi
   load_env "$DIR"
-  # Only processes of our own namespaces: what this script started there, nothing else.
-  for c in "${CENTERS[@]}"; do
-    ns="$(ns_of "$c")"
-    ip netns list | grep -qw "^$ns" || continue
-    pids="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
-    # shellcheck disable=SC2086 # a list of pids
-    [[ -n "${pids// /}" ]] && kill -TERM $pids 2>/dev/null || true
+  # Only processes of our own namespaces: what this script started there, nothing else. PostgreSQL gets
+  # SIGINT (fast shutdown; SIGTERM would wait for every session), the others SIGTERM; whatever still runs
+  # after 5 s is SIGKILLed (PostgreSQL recovers from its WAL at the next start).
+  local postmasters=" " pm
+  for c in a b; do
+    pm="$(pid_from_file "$DIR/$c/data/postmaster.pid")" && pid_matches "$pm" "$PG_BIN/postgres" && postmasters+="$pm "
   done
   for c in "${CENTERS[@]}"; do
     ns="$(ns_of "$c")"
     ip netns list | grep -qw "^$ns" || continue
-    local deadline=$((SECONDS + 15))
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+      if [[ "$postmasters" == *" $pid "* ]]; then
+        kill -INT "$pid" 2>/dev/null || true
+      else
+        kill -TERM "$pid" 2>/dev/null || true
+      fi
+    done
+  done
+  for c in "${CENTERS[@]}"; do
+    ns="$(ns_of "$c")"
+    ip netns list | grep -qw "^$ns" || continue
+    local deadline=$((SECONDS + 5))
     while [[ -n "$(ip netns pids "$ns" 2>/dev/null)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
     pids="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086 # a list of pids
     [[ -n "${pids// /}" ]] && kill -KILL $pids 2>/dev/null || true
   done
   for c in "${CENTERS[@]}"; do rm -f "$DIR/$c"/*.pid "$DIR/$c/cut"; done
