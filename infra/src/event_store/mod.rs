@@ -71,9 +71,9 @@ pub fn connect_lazy(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> 
 /// (class `08`, or an I/O error), too many connections while clients reconnect (`53300`), and a
 /// connection the endpoint accepted and closed at once because no node leads (sqlx reports that
 /// as a protocol error: "unexpected response from SSLRequest"; any answer it cannot read leaves
-/// the outcome as unknown as a lost connection does). Callers
-/// answer these with "unavailable, retry" (503) and never retry the statement themselves: a
-/// commit whose connection failed may have been made.
+/// the outcome as unknown as a lost connection does). Callers answer these with "unavailable,
+/// retry" (503) and never retry the statement themselves: a commit whose connection failed may
+/// have been made.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
