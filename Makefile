@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Lets tests find the stack script (to stop/start Redis B and the broker) wherever they run from.
 export MEMBER_STACK_SCRIPT := $(STACK)
 
-.PHONY: help stack-up stack-down stack-status broker-restart build run test test-console console-screenshots lint fmt bench drill drill-kafka
+.PHONY: help stack-up stack-down stack-status broker-restart build run test test-console console-screenshots lint fmt bench drill drill-kafka pg-ha-up pg-ha-down pg-ha-status test-failover
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -65,6 +65,25 @@ drill: ## Fail-over drill under order-class load (release build; its own broker,
 
 drill-kafka: ## Broker-loss drill: three private Kafka brokers, one SIGKILLed under a command load (release build); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/drill-kafka.sh
+
+# The two-center event store (ADR 0037): Patroni + etcd (A, B, witness) + HAProxy, each center in a network
+# namespace; data and logs in PG_HA_DIR. Needs root (network namespaces).
+PG_HA_DIR ?= $(CURDIR)/.stack/pg-ha
+PG_HA_PORT ?= 25400
+
+pg-ha-up: ## Start the two-center event store in PG_HA_DIR (default .stack/pg-ha; installs patroni, etcd-server, haproxy); prints its endpoints
+	@$(CURDIR)/scripts/pg-ha.sh up $(PG_HA_DIR) $(PG_HA_PORT)
+	@echo "A: $$($(CURDIR)/scripts/pg-ha.sh url $(PG_HA_DIR) a)"
+	@echo "B: $$($(CURDIR)/scripts/pg-ha.sh url $(PG_HA_DIR) b)"
+
+pg-ha-down: ## Stop the two-center event store of PG_HA_DIR (its data stays)
+	@$(CURDIR)/scripts/pg-ha.sh down $(PG_HA_DIR)
+
+pg-ha-status: ## patronictl list of the two-center event store
+	@$(CURDIR)/scripts/pg-ha.sh patronictl $(PG_HA_DIR) list
+
+test-failover: ## Only the event store's fail-over tests (private Patroni clusters; about a minute)
+	$(CARGO) test -p member-tests --test event_store_failover
 
 lint: ## cargo fmt --check, cargo clippy -D warnings and cargo machete (unused dependencies; installed into the cache once)
 	$(CARGO) fmt --all -- --check

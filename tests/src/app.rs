@@ -27,6 +27,12 @@ pub struct TestStack {
 /// Settings for an isolated stack: fresh databases, topic and data directory; ports 0.
 pub async fn isolated_settings() -> (Settings, PgPool, tempfile::TempDir) {
     let (pool, url) = crate::postgres::fresh_event_store_with_url().await;
+    isolated_settings_on(pool, url)
+}
+
+/// [`isolated_settings`] over an event-store database the test made itself (`url`, `pool`),
+/// e.g. on a private cluster.
+pub fn isolated_settings_on(pool: PgPool, url: String) -> (Settings, PgPool, tempfile::TempDir) {
     let mut settings = crate::settings();
     settings.postgres.url = url.into();
     settings.postgres.max_connections = NonZeroU32::new(10).unwrap();

@@ -8,6 +8,7 @@ pub mod elasticsearch;
 pub mod eventually;
 pub mod kafka;
 pub mod mysql;
+pub mod pg_ha;
 pub mod postgres;
 pub mod process;
 pub mod proxy;

@@ -128,15 +128,12 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %err, "event store unavailable");
-                ApiError::Unavailable
-            }
-            other => {
-                tracing::error!(error = %other, "event store query failed");
-                ApiError::Internal
-            }
+        if member_infra::event_store::is_unavailable(&err) {
+            tracing::warn!(error = %err, "event store unavailable");
+            ApiError::Unavailable
+        } else {
+            tracing::error!(error = %err, "event store query failed");
+            ApiError::Internal
         }
     }
 }

@@ -379,14 +379,6 @@ fn identity_conflict(reference: String, command: &MemberCommand, vault: &Vault) 
 }
 
 fn is_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        err.downcast_ref::<sqlx::Error>(),
-        Some(
-            sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::WorkerCrashed
-        )
-    )
+    err.downcast_ref::<sqlx::Error>()
+        .is_some_and(super::is_unavailable)
 }

@@ -213,8 +213,10 @@ impl Inner {
             }
             // The database refused the statement, so nothing of it was written: a refusal that
             // belongs to one of the commands (or a failure that each will meet again). Each
-            // command alone, for its own answer.
-            Err(sqlx::Error::Database(_)) => {
+            // command alone, for its own answer. Not when the server is going away or is no
+            // longer the primary (a fail-over, ADR 0037): a commit interrupted then may have been
+            // made, so that is answered like a lost connection, below.
+            Err(err) if matches!(err, sqlx::Error::Database(_)) && !super::is_unavailable(&err) => {
                 metrics::counter!("member_append_batch_split_total").increment(1);
                 self.write_alone(batch).await;
             }
@@ -242,15 +244,21 @@ impl Inner {
 
 /// An error like `err` for each command of a failed batch (`sqlx::Error` is not `Clone`). The
 /// kinds the command service tells apart (connection lost, pool exhausted or closed) are kept;
-/// other errors keep their message.
+/// a server going away or no longer primary becomes a lost connection; other errors keep their
+/// message.
 fn same_error(err: &sqlx::Error) -> sqlx::Error {
     match err {
+        sqlx::Error::Database(db) if super::is_unavailable(err) => sqlx::Error::Io(
+            std::io::Error::new(std::io::ErrorKind::ConnectionAborted, db.to_string()),
+        ),
         sqlx::Error::Io(e) => sqlx::Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         sqlx::Error::Tls(e) => sqlx::Error::Tls(e.to_string().into()),
         sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
         sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
         sqlx::Error::WorkerCrashed => sqlx::Error::WorkerCrashed,
-        other => sqlx::Error::Protocol(other.to_string()),
+        sqlx::Error::Protocol(e) => sqlx::Error::Protocol(e.clone()),
+        // Not a kind `is_unavailable` knows: the message is kept, the outcome stays "internal".
+        other => sqlx::Error::Decode(other.to_string().into()),
     }
 }
 
@@ -296,9 +304,7 @@ fn persistence_error(err: sqlx::Error) -> PersistenceError {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
             PersistenceError::OptimisticLockError
         }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-            PersistenceError::ConnectionError(Box::new(err))
-        }
+        _ if super::is_unavailable(&err) => PersistenceError::ConnectionError(Box::new(err)),
         _ => PersistenceError::UnknownError(Box::new(err)),
     }
 }

@@ -65,6 +65,33 @@ pub fn connect_lazy(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> 
         .connect_lazy_with(options))
 }
 
+/// Whether `err` says the event store cannot take the statement now, rather than that it refused
+/// the statement itself: the connection failed or was never made, or the server is not (or no
+/// longer) a writable primary. During a fail-over (ADR 0037) a command meets exactly these: the old
+/// leader shutting down (`57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect
+/// now), a node that is a standby now (`25006` read-only transaction), a connection refused or cut
+/// (class `08`, or an I/O error), too many connections while clients reconnect (`53300`), and a
+/// connection the endpoint accepted and closed at once because no node leads (sqlx reports that
+/// as a protocol error: "unexpected response from SSLRequest"; any answer it cannot read leaves
+/// the outcome as unknown as a lost connection does). Callers answer these with "unavailable,
+/// retry" (503) and never retry the statement themselves: a commit whose connection failed may
+/// have been made.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "25006" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// Brings the schema up to date. Safe to run concurrently from several processes: sqlx takes an
 /// advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
