@@ -3,7 +3,7 @@
 # over fresh databases, topics and private Redis servers (never the developer's data). Appends a
 # dated section to docs/benchmarks.md.
 #
-#   BENCH=all (default) | comma-separated subset of: commands, query, relay, projectors, freshness, sinks, rebuild
+#   BENCH=all (default) | comma-separated subset of: commands, query, relay, projectors, freshness, sinks, crypto, rebuild
 #   BENCH_SECONDS=10    seconds per timed step (about 8 minutes in all at 10)
 #   BENCH_REBUILD_MEMBERS=1000000
 set -euo pipefail

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod crypto;
 mod drill;
 mod freshness;
 mod isolated;

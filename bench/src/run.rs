@@ -165,6 +165,9 @@ async fn measure(
                     crate::projectors::bench(report, &env, &member_bin, &topic, events).await?;
             }
         }
+        if wanted(only, "crypto") {
+            crate::crypto::bench(report, &env.settings);
+        }
         if wanted(only, "sinks") {
             crate::sinks::bench(report, &env, &mut extra_mysql).await?;
         }
