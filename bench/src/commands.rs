@@ -19,6 +19,7 @@ use crate::wrk::WrkResult;
 /// A member the command benchmark registered, for the query benchmarks.
 #[derive(Debug, Clone)]
 pub struct Registered {
+    pub member_id: String,
     pub card: String,
 }
 
@@ -90,8 +91,8 @@ fn load(
 /// The eLong cards the command load bound, read back from the event store.
 async fn bound_cards(env: &Isolated) -> anyhow::Result<Vec<Registered>> {
     let pool = env.pg_pool().await?;
-    let cards: Vec<(String,)> = sqlx::query_as(
-        "SELECT payload::jsonb -> 'IdentityBound' -> 'identity' ->> 'value' FROM events \
+    let cards: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_id, payload::jsonb -> 'IdentityBound' -> 'identity' ->> 'value' FROM events \
          WHERE event_type = 'IdentityBound' \
            AND payload::jsonb -> 'IdentityBound' -> 'identity' ->> 'kind' = 'elong_card'",
     )
@@ -100,7 +101,7 @@ async fn bound_cards(env: &Isolated) -> anyhow::Result<Vec<Registered>> {
     .context("reading the bound cards")?;
     Ok(cards
         .into_iter()
-        .map(|(card,)| Registered { card })
+        .map(|(member_id, card)| Registered { member_id, card })
         .collect())
 }
 
