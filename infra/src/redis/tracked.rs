@@ -250,6 +250,25 @@ impl MemberReader for TrackedCenter {
         self.center.target()
     }
 
+    fn cached_by_id(&self, member_id: Uuid) -> Option<Arc<MemberDocument>> {
+        match self.cache.get(&document_key(member_id)) {
+            Some(Cached::Document(doc)) => Some(doc),
+            _ => None,
+        }
+    }
+
+    fn cached_by_identity(&self, key: &IdentityKey) -> Option<Arc<MemberDocument>> {
+        let Some(Cached::Owner {
+            member: Some(member),
+            ..
+        }) = self.cache.get(&identity_key(key))
+        else {
+            return None;
+        };
+        self.cached_by_id(member)
+            .filter(|doc| doc.generation_of(key).is_some())
+    }
+
     async fn by_id(&self, member_id: Uuid) -> Result<Option<MemberDocument>, SinkError> {
         let key = document_key(member_id);
         if let Some(Cached::Document(doc)) = self.cache.get(&key) {
