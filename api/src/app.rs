@@ -112,9 +112,9 @@ impl App {
             let store = |t: Target| stores.get(&t).expect("opened above");
             let fill = |t: Target| store(t).cache().expect("redis stores fill");
             let backends = QueryBackends {
-                redis_a: store(Target::RedisA).reader(),
+                redis_a: store(Target::RedisA).query_reader(settings),
                 redis_a_fill: fill(Target::RedisA),
-                redis_b: store(Target::RedisB).reader(),
+                redis_b: store(Target::RedisB).query_reader(settings),
                 redis_b_fill: fill(Target::RedisB),
                 search_primary: store(Target::SearchPrimary).reader(),
                 search_backup: store(Target::SearchBackup).reader(),

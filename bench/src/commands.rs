@@ -19,6 +19,7 @@ use crate::wrk::WrkResult;
 /// A member the command benchmark registered, for the query benchmarks.
 #[derive(Debug, Clone)]
 pub struct Registered {
+    pub member_id: String,
     pub card: String,
 }
 
@@ -99,6 +100,7 @@ async fn bound_cards(env: &Isolated) -> anyhow::Result<Vec<Registered>> {
                 .iter()
                 .filter(|i| i.key.kind() == member_domain::IdentityKind::ElongCard)
                 .map(|i| Registered {
+                    member_id: doc.member_id.to_string(),
                     card: i.key.value().to_owned(),
                 }),
         );

@@ -61,7 +61,8 @@ impl MemberProcess {
                 }
             }
             anyhow::ensure!(Instant::now() < deadline, "{url} did not answer in time");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Short: the after-start lookup rows begin the moment the process answers.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

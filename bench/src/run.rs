@@ -111,16 +111,46 @@ async fn measure(
                 secs,
             )
             .await?;
+            let members = if wanted(only, "query") {
+                crate::query::top_up(&env, members, crate::query::MEMBERS).await?
+            } else {
+                members
+            };
             let rss_commands = app.peak_rss_mib()?;
+            let mut rss_query = None;
             if wanted(only, "query") {
                 let waited = wait_projected(&env, Duration::from_secs(300)).await?;
                 report.note(format!(
                     "query: the relay and the six projectors caught up with the command benchmark's writes {:.1} s after it ended",
                     waited.as_secs_f64()
                 ));
-                crate::query::bench(report, &env, &members, &me, seconds).await?;
+                let workload = crate::query::bench(report, &env, &members, &me, seconds).await?;
+                rss_query = Some(app.peak_rss_mib()?);
+                // The first ten seconds after a start, per case: the baseline server started
+                // afresh, then `member run` restarted (Redis A stays warm; the process's own
+                // caches start empty), wrk from the first answer of each.
+                for case in crate::query::CASES {
+                    let base = crate::query::baseline_after_start(
+                        report, &env, &workload, &me, case, 10,
+                    )
+                    .await?;
+                    app.stop().await?;
+                    app = MemberProcess::spawn(
+                        &member_bin,
+                        &["run"],
+                        &env.member_env(),
+                        &env.dir.join("logs/member-run-restarted.log"),
+                    )?;
+                    app.wait_healthy(&env.query_url("/healthz"), Duration::from_secs(60))
+                        .await?;
+                    crate::query::after_start_row(report, &env, &workload, case, 10, &base)?;
+                }
+                crate::query::cold(report, &env, &workload).await?;
             }
-            let rss = app.peak_rss_mib()?;
+            let rss = match rss_query {
+                Some(rss) => rss,
+                None => app.peak_rss_mib()?,
+            };
             report.row(
                 Row::new(
                     "peak RSS of `member run` (VmHWM)",

@@ -117,6 +117,10 @@ pub struct RedisSettings {
     pub local_center: RedisCenter,
     pub ttl_seconds: u64,
     pub fence_ttl_ms: u64,
+    /// Keys of each center kept in the query API's memory, exact through `CLIENT TRACKING`
+    /// (ADR 0038); 0 turns the client-side cache off.
+    #[serde(default)]
+    pub client_cache_capacity: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -68,6 +68,21 @@ impl Store {
         }
     }
 
+    /// The reader the query API uses: for a Redis center with `redis.client_cache_capacity`
+    /// above 0, the center behind its tracked in-process cache (ADR 0038). Starts the tracking
+    /// task: call it inside the runtime.
+    pub fn query_reader(&self, settings: &Settings) -> Arc<dyn MemberReader> {
+        match self {
+            Store::Redis(s) if settings.redis.client_cache_capacity > 0 => {
+                Arc::new(crate::redis::tracked::TrackedCenter::start(
+                    (**s).clone(),
+                    settings.redis.client_cache_capacity as usize,
+                ))
+            }
+            _ => self.reader(),
+        }
+    }
+
     /// The cache-fill port, for the Redis centers.
     pub fn cache(&self) -> Option<Arc<dyn CacheFill>> {
         match self {

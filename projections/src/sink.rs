@@ -81,6 +81,19 @@ pub trait MemberReader: Send + Sync + 'static {
     async fn by_id(&self, member_id: Uuid) -> Result<Option<MemberDocument>, SinkError>;
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError>;
+
+    /// The document of `member_id` if this reader holds it in process memory and keeps it
+    /// exact (a tracked cache): no I/O, no waiting. `None` (the default) says nothing about
+    /// the store: read it with [`MemberReader::by_id`].
+    fn cached_by_id(&self, _member_id: Uuid) -> Option<std::sync::Arc<MemberDocument>> {
+        None
+    }
+
+    /// The same for a lookup by identity: the document of the member the cached identity
+    /// entry names, if it lists the identity.
+    fn cached_by_identity(&self, _key: &IdentityKey) -> Option<std::sync::Arc<MemberDocument>> {
+        None
+    }
 }
 
 /// A cache that the query path fills after a miss (the Redis centers).

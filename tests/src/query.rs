@@ -29,6 +29,8 @@ pub struct TestStore {
     delay_ms: AtomicU64,
     fills_written: AtomicUsize,
     fences: Mutex<HashMap<Uuid, u64>>,
+    /// Copies served from process memory (`MemberReader::cached_*`), as a tracked cache would.
+    memory: Mutex<HashMap<Uuid, Arc<MemberDocument>>>,
 }
 
 impl TestStore {
@@ -41,6 +43,7 @@ impl TestStore {
             delay_ms: AtomicU64::new(0),
             fills_written: AtomicUsize::new(0),
             fences: Mutex::new(HashMap::new()),
+            memory: Mutex::new(HashMap::new()),
         })
     }
 
@@ -91,6 +94,15 @@ impl TestStore {
         self.store.apply(records).await
     }
 
+    /// Holds `doc` in "process memory": served by `cached_by_id`/`cached_by_identity` without
+    /// a read, whatever the store holds (a copy that may lag, like a tracked cache's).
+    pub fn hold_in_memory(&self, doc: &MemberDocument) {
+        self.memory
+            .lock()
+            .unwrap()
+            .insert(doc.member_id, Arc::new(doc.clone()));
+    }
+
     async fn before_read(&self) {
         self.reads.fetch_add(1, Ordering::SeqCst);
         let delay = self.delay_ms.load(Ordering::SeqCst);
@@ -109,6 +121,19 @@ impl MemberReader for TestStore {
     async fn by_id(&self, member_id: Uuid) -> Result<Option<MemberDocument>, SinkError> {
         self.before_read().await;
         self.store.by_id(member_id).await
+    }
+
+    fn cached_by_id(&self, member_id: Uuid) -> Option<Arc<MemberDocument>> {
+        self.memory.lock().unwrap().get(&member_id).cloned()
+    }
+
+    fn cached_by_identity(&self, key: &IdentityKey) -> Option<Arc<MemberDocument>> {
+        self.memory
+            .lock()
+            .unwrap()
+            .values()
+            .find(|doc| doc.generation_of(key).is_some())
+            .cloned()
     }
 
     async fn by_identity(&self, key: &IdentityKey) -> Result<Option<MemberDocument>, SinkError> {

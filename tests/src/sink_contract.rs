@@ -196,7 +196,7 @@ fn unbound(identity: &Identity) -> MemberEvent {
 }
 
 /// A registered member with mobile, unionid, openid and card (generations 1 each).
-fn full_member(ids: &Ids) -> (Uuid, MemberHistory) {
+pub fn full_member(ids: &Ids) -> (Uuid, MemberHistory) {
     let id = Uuid::now_v7();
     let mut h = MemberHistory::new(id);
     h.push(MemberEvent::MemberRegistered {}, None);

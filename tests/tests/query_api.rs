@@ -516,6 +516,65 @@ async fn reads_never_go_back_to_an_older_version() {
     app.stop().await.unwrap();
 }
 
+/// A reader that keeps a copy in process memory (the tracked cache of a Redis center, ADR 0038)
+/// is served from it without a call, but never below what this process served already, and
+/// not while the backend is faulted.
+#[tokio::test]
+async fn a_copy_in_memory_is_served_without_a_call_and_never_below_the_floor() {
+    let app = spawn_query_api().await;
+    let (id, h, mobile) = member();
+    let records = h.records();
+    for s in app.stores.all() {
+        s.apply(&records[..2]).await;
+    }
+    app.stores.mysql.apply(records).await;
+    app.stores.redis_a.set_fence(id, 4);
+    let v2 = &records[1].document;
+    let v3 = &records[2].document;
+    app.stores.redis_a.hold_in_memory(v2);
+    // Nothing served yet: the copy in memory (version 2) is the answer, with no read.
+    let r = by_id(&app, ORDER, id).await;
+    assert_eq!((r.version(), r.served_from()), (2, "redis-a"));
+    assert_eq!(app.stores.redis_a.reads(), 0);
+    // Version 3 is served (from MySQL, pinned): the copy in memory is now below the floor and
+    // is passed over like any lagging copy.
+    let pin = |p: Value| {
+        admin(
+            &app,
+            ADMIN,
+            "/admin/routing",
+            json!({"class": "order", "pin": p}),
+        )
+    };
+    assert_eq!(pin(json!("mysql")).await.0, StatusCode::OK);
+    assert_eq!(by_id(&app, ORDER, id).await.version(), 3);
+    assert_eq!(pin(Value::Null).await.0, StatusCode::OK);
+    let r = by_id(&app, ORDER, id).await;
+    assert_eq!((r.version(), r.served_from()), (3, "mysql"), "{}", r.body);
+    let r = by_mobile(&app, ORDER, &mobile).await;
+    assert_eq!(r.version(), 3, "{}", r.body);
+    // The copy catches up: served from memory, by id and by identity, with no read.
+    app.stores.redis_a.hold_in_memory(v3);
+    let reads = app.stores.redis_a.reads();
+    let r = by_id(&app, ORDER, id).await;
+    assert_eq!((r.version(), r.served_from()), (3, "redis-a"));
+    let r = by_mobile(&app, ORDER, &mobile).await;
+    assert_eq!((r.version(), r.served_from()), (3, "redis-a"));
+    assert_eq!(app.stores.redis_a.reads(), reads);
+    // A faulted backend is not read from memory either.
+    let (status, _) = admin(
+        &app,
+        ADMIN,
+        "/admin/faults",
+        json!({"backend": "redis-a", "down": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let r = by_id(&app, ORDER, id).await;
+    assert_ne!(r.served_from(), "redis-a");
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_caller_over_its_quota_gets_429_with_retry_after() {
     let mut settings = query_settings();

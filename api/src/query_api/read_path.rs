@@ -200,11 +200,15 @@ impl ReadPath {
         owner: Option<(Uuid, u64)>,
     ) -> Result<Served, QueryError> {
         let class_name = class.as_str();
+        let chain = self.registry.chain(class);
+        if let Some(served) = self.served_from_memory(class_name, &chain, lookup, key, owner) {
+            return Ok(served);
+        }
         let local = self.registry.local.target();
         let mut behind_member: Option<Uuid> = None;
         let mut negative = false;
         let mut local_needs_fill = false;
-        for target in self.registry.chain(class) {
+        for target in chain {
             let backend = self.registry.backend(target);
             if backend.faulted() {
                 metrics::fallback(target, class_name, "faulted");
@@ -282,6 +286,56 @@ impl ReadPath {
             self.refresh_last_served(class, key, behind_member).await;
         }
         self.nothing_current(class_name, lookup, key, behind_member, negative)
+    }
+
+    /// The first backend of the chain, when it is a Redis center whose reader keeps an exact
+    /// copy in process memory (the tracked cache, docs/decisions/0038): its copy, if it holds
+    /// one, is served without a call, a timeout or the breaker's bookkeeping (a memory read is
+    /// not a backend call), under the same floors as any answer. `None`: read the chain.
+    fn served_from_memory(
+        &self,
+        class: &'static str,
+        chain: &[Target],
+        lookup: &Lookup,
+        key: &str,
+        owner: Option<(Uuid, u64)>,
+    ) -> Option<Served> {
+        let target = *chain.first()?;
+        if !is_cache(target) {
+            return None;
+        }
+        let backend = self.registry.backend(target);
+        if !backend.available() {
+            return None;
+        }
+        let doc = match lookup {
+            Lookup::Id(id) => backend.reader.cached_by_id(*id),
+            Lookup::Identity(identity) => backend.reader.cached_by_identity(identity),
+        }?;
+        if !lookup.matches(&doc) {
+            return None;
+        }
+        let floor = self.served.get(&doc.member_id).map(|d| d.version);
+        if floor.is_some_and(|f| f > doc.version) || older_owner(lookup, &doc, owner) {
+            // Behind what this process served: the chain decides (it reads the center, which
+            // may be ahead of its cache by an invalidation in flight, then the others).
+            return None;
+        }
+        let doc = if floor == Some(doc.version) {
+            doc
+        } else {
+            self.remember(doc)
+        };
+        if !lookup.matches(&doc) {
+            return None;
+        }
+        self.remember_owner(lookup, key, &doc, owner);
+        metrics::cache("tracked", true);
+        metrics::served(target.as_str(), class);
+        Some(Served {
+            doc,
+            from: target.as_str(),
+        })
     }
 
     /// Before an identity lookup falls back to the last copy served of its candidate members

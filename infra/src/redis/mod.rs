@@ -21,10 +21,12 @@
 //! Redis is down (calls fail with `Unavailable` until it is back; [`RedisCenter::ping`] tells
 //! readiness).
 
+pub mod client_cache;
 pub mod maintenance;
 pub mod reader;
 pub mod scripts;
 pub mod sink;
+pub mod tracked;
 
 use std::time::Duration;
 
@@ -91,6 +93,8 @@ pub enum RedisCenterError {
 #[derive(Clone)]
 pub struct RedisCenter {
     target: String,
+    /// Kept for the tracking connection of [`tracked::TrackedCenter`].
+    client: ::redis::Client,
     conn: ConnectionManager,
     expiry: Expiry,
 }
@@ -123,6 +127,7 @@ impl RedisCenter {
             .map_err(invalid)?;
         Ok(Self {
             target: target.to_owned(),
+            client,
             conn,
             expiry,
         })

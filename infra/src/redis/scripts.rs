@@ -100,6 +100,28 @@ end
     ))
 });
 
+/// A lookup by identity in one round trip: the entry, then the document of the member it names.
+///
+/// KEYS: entry. Returns nil when there is no entry, else `{generation, member id ("" for a
+/// tombstone), document JSON or nil}`. The document key is read without being declared (it is
+/// known only once the entry is read): fine on one server, which is what the adapter connects to
+/// (ADR 0005); a Redis Cluster client would need the two reads instead.
+pub static BY_IDENTITY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local entry = redis.call('HMGET', KEYS[1], 'g', 'm')
+if not entry[1] then
+  return false
+end
+local member = entry[2] or ''
+if member == '' then
+  return {entry[1], '', false}
+end
+return {entry[1], member, redis.call('HGET', 'm:{' .. member .. '}', 'd')}
+",
+    )
+});
+
 /// Runs a pipeline of `EVALSHA` calls in one round trip. On `NOSCRIPT` it loads every script and
 /// runs the pipeline once more: the scripts are guarded, so calls that already ran are no-ops.
 pub(crate) async fn run_pipeline<T: FromRedisValue>(
