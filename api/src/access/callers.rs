@@ -264,6 +264,25 @@ mod tests {
         for (i, c) in s.callers.iter_mut().enumerate() {
             c.key = format!("a-real-caller-secret-{i}").into();
         }
+        // The published encryption keys alone still warn, naming no key.
+        let warning = default_keys_warning(&s, "query api", "10.1.2.3:8081".parse().unwrap())
+            .expect("a warning for the published encryption keys");
+        assert!(warning.contains("encryption keys"), "{warning}");
+        assert!(
+            !member_infra::config::DEFAULT_ENCRYPTION_KEYS
+                .iter()
+                .any(|k| warning.contains(k)),
+            "names no key: {warning}"
+        );
+        let own = |i: u8| {
+            secrecy::SecretString::from(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                [i; 32],
+            ))
+        };
+        s.encryption.master_keys = [("prod-1".to_owned(), own(1))].into_iter().collect();
+        s.encryption.master_key_id = "prod-1".to_owned();
+        s.encryption.identity_hmac_key = own(2);
         assert_eq!(
             default_keys_warning(&s, "query api", "10.1.2.3:8081".parse().unwrap()),
             None,
