@@ -331,7 +331,9 @@ async fn two_members_split_the_partitions_and_one_that_leaves_hands_its_share_ov
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_never_commits_a_partition_it_lost() {
-    let kafka = topic_with(6, &histories(30)).await;
+    // Members are spread over the partitions by their random ids: with 30, one partition in 40
+    // runs got none and the wait below for all six never ended; with 90, one in millions.
+    let kafka = topic_with(6, &histories(90)).await;
     let group = format!("{}.projector.revoked", kafka.topic);
     let mut a = group_member(&kafka, &group).await;
     // `a` alone owns every partition and reads a batch from several of them, without
