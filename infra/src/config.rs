@@ -30,6 +30,64 @@ pub struct Settings {
     /// `[[callers]]`: who may call the command and query APIs (docs/access.md).
     pub callers: Vec<CallerSettings>,
     pub encryption: EncryptionSettings,
+    /// `[center]`: the center this process runs in (docs/decisions/0038-center-topology.md).
+    pub center: CenterSettings,
+}
+
+/// `[center]`: where this process runs in the two-center topology (docs/decisions/0038). The
+/// query API reads its own center's Redis and search cluster first; `member run` runs only the
+/// projectors of `projectors`. The defaults are the one-machine layout: center A, every projector,
+/// every backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterSettings {
+    /// "a" or "b"; unset: `redis.local_center` (its older name), else "a".
+    pub name: Option<RedisCenter>,
+    /// Targets whose projectors `member run` starts here (empty: all six).
+    pub projectors: Vec<String>,
+    /// Targets the query API may read (empty: all six). A center whose search engine is embedded
+    /// (tantivy) lists only its own clusters: another center's embedded index is not here.
+    pub reads: Vec<String>,
+}
+
+impl CenterSettings {
+    fn targets(list: &[String]) -> Vec<member_projections::Target> {
+        if list.is_empty() {
+            return member_projections::Target::ALL.to_vec();
+        }
+        list.iter().filter_map(|t| t.parse().ok()).collect()
+    }
+
+    /// The targets `member run` projects in this center.
+    pub fn projector_targets(&self) -> Vec<member_projections::Target> {
+        Self::targets(&self.projectors)
+    }
+
+    /// The targets the query API may read.
+    pub fn read_targets(&self) -> Vec<member_projections::Target> {
+        Self::targets(&self.reads)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, list) in [
+            ("center.projectors", &self.projectors),
+            ("center.reads", &self.reads),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|t| t.parse::<member_projections::Target>().is_err())
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "unknown target {bad:?} (mysql, redis-a, redis-b, search-primary, \
+                         search-backup, search-marketing)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[encryption]`: the keys of crypto-shredding (docs/decisions/0033). Secrets: never in
@@ -114,7 +172,8 @@ pub struct MysqlSettings {
 pub struct RedisSettings {
     pub a: RedisCenterSettings,
     pub b: RedisCenterSettings,
-    pub local_center: RedisCenter,
+    /// The older name of `center.name` (which wins when both are set).
+    pub local_center: Option<RedisCenter>,
     pub ttl_seconds: u64,
     pub fence_ttl_ms: u64,
 }
@@ -545,6 +604,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The center this process runs in: `center.name`, else `redis.local_center`, else A.
+    pub fn local_center(&self) -> RedisCenter {
+        self.center
+            .name
+            .or(self.redis.local_center)
+            .unwrap_or(RedisCenter::A)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
             ConfigError::Invalid {
@@ -563,6 +630,7 @@ impl Settings {
                 ))
             }
         };
+        self.center.validate()?;
         url_scheme(
             "postgres.url",
             self.postgres.url.expose_secret(),
