@@ -30,11 +30,11 @@ pub struct Settings {
     /// `[[callers]]`: who may call the command and query APIs (docs/access.md).
     pub callers: Vec<CallerSettings>,
     pub encryption: EncryptionSettings,
-    /// `[center]`: the center this process runs in (docs/decisions/0038-center-topology.md).
+    /// `[center]`: the center this process runs in (docs/decisions/0039-center-topology.md).
     pub center: CenterSettings,
 }
 
-/// `[center]`: where this process runs in the two-center topology (docs/decisions/0038). The
+/// `[center]`: where this process runs in the two-center topology (docs/decisions/0039). The
 /// query API reads its own center's Redis and search cluster first; `member run` runs only the
 /// projectors of `projectors`. The defaults are the one-machine layout: center A, every projector,
 /// every backend.

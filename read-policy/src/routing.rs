@@ -4,7 +4,7 @@
 //! - `order` (the ordering path): local Redis center -> other Redis center -> the local center's
 //!   search cluster -> the other center's -> MySQL shard (the center's own MySQL projection). In
 //!   center A: search primary, then backup; in center B: backup, then primary
-//!   (docs/decisions/0038-center-topology.md).
+//!   (docs/decisions/0039-center-topology.md).
 //! - `marketing` (campaign traffic, isolated): local Redis center -> search marketing. It never
 //!   includes the order path's clusters (search primary and backup) nor MySQL, whatever is
 //!   pinned; only its own cluster and the caches.
