@@ -928,32 +928,43 @@ async fn missing_from(
         target.as_str(),
         r.status()
     );
-    let mut missing = Vec::new();
-    for w in writes {
-        let r = client
-            .get(center.query_url(&format!("/v1/members/{}", w.member_id)))
-            .bearer_auth("local-order-key")
-            .send()
-            .await;
-        let held = match r {
-            Ok(r) if r.status().as_u16() == 200 => {
-                let from = r
-                    .headers()
-                    .get("x-served-from")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let v: serde_json::Value = r.json().await.unwrap_or_default();
-                let version = v["version"].as_i64().unwrap_or(0);
-                // The near cache and the last-served memory answer for any backend; they only
-                // hold what a backend served before, so they do not hide a missing document
-                // the first time a member is read here.
-                from.as_deref() == Some(target.as_str()) && version >= w.version
+    // Eight readers at a time, each over its share of the writes.
+    let mut readers = Vec::new();
+    for share in writes.chunks(writes.len().div_ceil(8).max(1)) {
+        let (client, share) = (client.clone(), share.to_vec());
+        let base = center.query_url("");
+        let target = target.as_str();
+        readers.push(tokio::spawn(async move {
+            let mut missing = Vec::new();
+            for w in share {
+                let r = client
+                    .get(format!("{base}/v1/members/{}", w.member_id))
+                    .bearer_auth("local-order-key")
+                    .send()
+                    .await;
+                let held = match r {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        let from = r
+                            .headers()
+                            .get("x-served-from")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        let version = v["version"].as_i64().unwrap_or(0);
+                        from.as_deref() == Some(target) && version >= w.version
+                    }
+                    _ => false,
+                };
+                if !held {
+                    missing.push(w.member_id.clone());
+                }
             }
-            _ => false,
-        };
-        if !held {
-            missing.push(w.member_id.clone());
-        }
+            missing
+        }));
+    }
+    let mut missing = Vec::new();
+    for r in readers {
+        missing.extend(r.await?);
     }
     pin(None).await?;
     Ok(missing)
