@@ -7,7 +7,7 @@
 #     postgres.url A's HAProxy; center B: config/centers/b.toml on 127.0.20.1, B's HAProxy.
 # Each center's `member run` is a process group of its own (logs in $MEMBER_STACK_DIR/logs/center-*.log).
 # Ctrl-C stops both; the event store and the brokers keep running (make pg-ha-down; kafka-cluster.sh down DIR).
-# Needs root (network namespaces).
+# MEMBER_BIN runs a given binary without building. Needs root (network namespaces).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -17,14 +17,18 @@ PG_HA_DIR="${PG_HA_DIR:-$STACK_DIR/pg-ha}"
 PG_HA_PORT="${PG_HA_PORT:-25400}"
 KAFKA_DIR="$STACK_DIR/kafka-centers"
 KAFKA_CENTERS_PORT="${KAFKA_CENTERS_PORT:-29092}"
-MEMBER_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/member"
+# MEMBER_BIN: run this binary as it is (no build); by default the release build, built first.
+MEMBER_BIN="${MEMBER_BIN:-}"
 
 [[ "$(id -u)" -eq 0 ]] || die "run-centers: network namespaces need root"
 mkdir -p "$LOG_DIR"
 "$SCRIPTS_DIR/pg-ha.sh" up "$PG_HA_DIR" "$PG_HA_PORT"
 "$SCRIPTS_DIR/kafka-cluster.sh" up "$KAFKA_DIR" 3 "$KAFKA_CENTERS_PORT" a b w
 brokers="$("$SCRIPTS_DIR/kafka-cluster.sh" brokers "$KAFKA_DIR")"
-(cd "$REPO_DIR" && cargo build --release -p member-api --bin member)
+if [[ -z "$MEMBER_BIN" ]]; then
+  (cd "$REPO_DIR" && cargo build --release -p member-api --bin member)
+  MEMBER_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/member"
+fi
 
 pids=()
 stop_centers() {
