@@ -747,6 +747,15 @@ async fn drill_in(
             );
         }
     }
+    // The topic as the brokers hold it: replicas and in-sync replicas of each partition.
+    let sb = b.settings.clone();
+    let replication = tokio::task::spawn_blocking(move || topic_replication(&sb))
+        .await?
+        .unwrap_or_else(|e| format!("unknown ({e:#})"));
+    report.row(Row::new(
+        "the topic afterwards: replicas / in-sync replicas per partition (min.insync.replicas 2, acks=all)",
+        replication,
+    ));
     let leader_after = pg.run(&["leader", &pg.dir()]).unwrap_or_default();
     let role_a = pg.run(&["role", &pg.dir(), "a"]).unwrap_or_default();
     let a_restarts = a.starts - 1;
@@ -1024,6 +1033,25 @@ async fn missing_from(
     }
     pin(None).await?;
     Ok(missing)
+}
+
+/// `p0: replicas [1, 2, 3], isr [1, 2, 3]; ...` of the topic.
+fn topic_replication(settings: &Settings) -> anyhow::Result<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = member_infra::kafka::client_config(&settings.kafka).create()?;
+    let metadata = consumer.fetch_metadata(Some(&settings.kafka.topic), Duration::from_secs(5))?;
+    let mut out = Vec::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            out.push(format!(
+                "p{}: replicas {:?}, isr {:?}",
+                p.id(),
+                p.replicas(),
+                p.isr()
+            ));
+        }
+    }
+    Ok(out.join("; "))
 }
 
 async fn drop_mysql(base: &Settings, centers: &[&Settings]) {
