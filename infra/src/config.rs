@@ -810,6 +810,61 @@ mod tests {
     }
 
     #[test]
+    fn the_default_center_is_a_with_every_projector_and_backend() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.local_center(), RedisCenter::A);
+        assert_eq!(
+            s.center.projector_targets(),
+            member_projections::Target::ALL.to_vec()
+        );
+        assert_eq!(
+            s.center.read_targets(),
+            member_projections::Target::ALL.to_vec()
+        );
+    }
+
+    #[test]
+    fn the_center_files_load_and_name_their_center() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/centers");
+        for (file, center, own) in [
+            ("a.toml", RedisCenter::A, "redis-a"),
+            ("b.toml", RedisCenter::B, "redis-b"),
+        ] {
+            let s = Settings::load_from(Some(&format!("{root}/{file}")), env(&[])).unwrap();
+            assert_eq!(s.local_center(), center, "{file}");
+            let own: member_projections::Target = own.parse().unwrap();
+            assert!(s.center.projector_targets().contains(&own), "{file}");
+            assert_eq!(s.kafka.replication_factor, 3, "{file}");
+            assert_eq!(s.kafka.min_insync_replicas, 2, "{file}");
+        }
+    }
+
+    #[test]
+    fn center_name_wins_over_redis_local_center_and_unknown_targets_are_refused() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("MEMBER__REDIS__LOCAL_CENTER", "a"),
+                ("MEMBER__CENTER__NAME", "b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.local_center(), RedisCenter::B);
+        let s = Settings::load_from(None, env(&[("MEMBER__REDIS__LOCAL_CENTER", "b")])).unwrap();
+        assert_eq!(
+            s.local_center(),
+            RedisCenter::B,
+            "the older name still works"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[center]\nprojectors = [\"redis-c\"]\n").unwrap();
+        let err = Settings::load_from(Some(file.to_str().unwrap()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("center.projectors"), "{err}");
+    }
+
+    #[test]
     fn defaults_load_with_every_local_address() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(
