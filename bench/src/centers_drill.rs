@@ -314,6 +314,10 @@ async fn drill(
         dir: dir.join("pg-ha"),
         up: true,
     };
+    report.command(format!(
+        "make drill-centers   # scripts/drill-centers.sh, DRILL_PHASE_SECONDS={phase}, run at nice {}",
+        niceness().map_or_else(|| "?".into(), |n| n.to_string())
+    ));
     pg.run(&["up", &pg.dir(), "25600"])?;
     report.command(format!(
         "bash {} up {} 25600",
@@ -839,6 +843,10 @@ async fn drill_in(
     }
     report.note(format!("load stopped at {:.1} s", load_end.as_secs_f64()));
     report.note(
+        "not checked: search-marketing (not on the order path; A's marketing projection resumes \
+         from its group's offsets like the others)",
+    );
+    report.note(
         "simulation: the event store's three sites are network namespaces (pg-ha.sh); each \
          center's `member run` and Redis are one process group on the center's loopback address \
          (A 127.0.10.1, B 127.0.20.1), its search clusters embedded (tantivy); the brokers are \
@@ -1033,6 +1041,14 @@ async fn missing_from(
     }
     pin(None).await?;
     Ok(missing)
+}
+
+/// This process's nice value (field 19 of /proc/self/stat): the drill's figures depend on it.
+fn niceness() -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(16)?.parse().ok()
 }
 
 /// `p0: replicas [1, 2, 3], isr [1, 2, 3]; ...` of the topic.
