@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Lets tests find the stack script (to stop/start Redis B and the broker) wherever they run from.
 export MEMBER_STACK_SCRIPT := $(STACK)
 
-.PHONY: help stack-up stack-down stack-status broker-restart build run test test-console console-screenshots lint fmt bench drill drill-kafka pg-ha-up pg-ha-down pg-ha-status test-failover
+.PHONY: help stack-up stack-down stack-status broker-restart build run test test-console console-screenshots lint fmt bench drill drill-kafka drill-centers run-centers pg-ha-up pg-ha-down pg-ha-status test-failover
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -65,6 +65,12 @@ drill: ## Fail-over drill under order-class load (release build; its own broker,
 
 drill-kafka: ## Broker-loss drill: three private Kafka brokers, one SIGKILLed under a command load (release build); appends to docs/benchmarks.md
 	@$(CURDIR)/scripts/drill-kafka.sh
+
+drill-centers: ## Center-loss drill: two centers and a witness (pg-ha.sh, three brokers on racks a/b/w), all of A SIGKILLed under load on B, then brought back (release build, root); JSON last line; appends to docs/benchmarks.md
+	@$(CURDIR)/scripts/drill-centers.sh
+
+run-centers: stack-up ## The two-center topology on this machine (root): pg-ha.sh, three brokers (racks a, b, w), `member run` of center A (127.0.10.1) and of center B (127.0.20.1), config/centers/{a,b}.toml
+	@$(CURDIR)/scripts/run-centers.sh
 
 # The two-center event store (ADR 0037): Patroni + etcd (A, B, witness) + HAProxy, each center in a network
 # namespace; data and logs in PG_HA_DIR. Needs root (network namespaces).

@@ -2,7 +2,7 @@
 # A private Apache Kafka cluster (KRaft, every node a combined broker/controller) for the benchmarks and the
 # drills, apart from the stack's broker: its own directory, its own ports, stopped with it.
 #
-#   kafka-cluster.sh up DIR NODES BASE_PORT [RACK...]   start NODES nodes (node i: port BASE_PORT+2(i-1), its
+#   kafka-cluster.sh up DIR NODES BASE_PORT [RACK...]   start NODES nodes, those not running (node i: port BASE_PORT+2(i-1), its
 #                                                       controller on the next port; rack i from the list)
 #   kafka-cluster.sh brokers DIR                        print the bootstrap list
 #   kafka-cluster.sh start-node DIR I                   start node I again (same storage)
@@ -50,6 +50,12 @@ start_node() {
   kafka_launch "$node_dir" "$node_dir/kafka.pid" "$node_dir/kafka.log"
 }
 
+running() {
+  local pid
+  pid="$(pid_from_file "$1/node-$2/kafka.pid")" || return 1
+  pid_matches "$pid" kafka.Kafka
+}
+
 wait_node() {
   local dir="$1" i="$2"
   kafka_wait "kafka-node-$i" "$(node_port "$i")" "$dir/node-$i/kafka.pid" "$dir/node-$i/kafka.log" \
@@ -82,7 +88,10 @@ case "$cmd" in
     [[ -f "$dir/cluster.env" ]] || printf 'NODES=%s\nBASE_PORT=%s\nCLUSTER_ID=%s\nRACKS="%s"\n' \
       "$nodes" "$base" "$(kafka_cluster_id "$dir")" "$*" >"$dir/cluster.env"
     load_env "$dir"
-    for ((i = 1; i <= NODES; i++)); do start_node "$dir" "$i"; done
+    # A node that already runs is left as it is (`up` again resumes a partly stopped cluster).
+    for ((i = 1; i <= NODES; i++)); do
+      running "$dir" "$i" || start_node "$dir" "$i"
+    done
     for ((i = 1; i <= NODES; i++)); do wait_node "$dir" "$i"; done
     info "kafka cluster: $NODES node(s) answering in $dir"
     ;;

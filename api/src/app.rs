@@ -38,6 +38,20 @@ impl Role {
         roles.extend(Target::ALL.into_iter().map(Role::Projector));
         roles
     }
+
+    /// What `member run` starts in its center: the APIs, the relay (one at a time across the
+    /// centers, ADR 0019) and the projectors of `center.projectors` (all six by default).
+    pub fn of_center(settings: &Settings) -> Vec<Role> {
+        let mut roles = vec![Role::CommandApi, Role::QueryApi, Role::Relay];
+        roles.extend(
+            settings
+                .center
+                .projector_targets()
+                .into_iter()
+                .map(Role::Projector),
+        );
+        roles
+    }
 }
 
 pub struct App {

@@ -20,7 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run every role in one process: command API, query API, relay and the six projectors.
+    /// Run every role in one process: command API, query API, relay and the projectors of
+    /// `center.projectors` (all six by default: the one-machine layout).
     Run,
     /// Run one role alone.
     Serve {

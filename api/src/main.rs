@@ -35,7 +35,10 @@ async fn main() -> anyhow::Result<()> {
 
 async fn command(command: Command, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     match command {
-        Command::Run => run::serve(settings, &AppRole::all(), shutdown).await,
+        Command::Run => {
+            let roles = AppRole::of_center(&settings);
+            run::serve(settings, &roles, shutdown).await
+        }
         Command::Serve { role } => {
             let role = match role {
                 Role::CommandApi => AppRole::CommandApi,

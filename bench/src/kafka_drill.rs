@@ -389,7 +389,7 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<TopicParti
 }
 
 /// Records on the topic: the sum of its partitions' high watermarks.
-fn topic_end(settings: &member_infra::config::Settings) -> anyhow::Result<u64> {
+pub(crate) fn topic_end(settings: &member_infra::config::Settings) -> anyhow::Result<u64> {
     let c = consumer(settings, "member-bench.drill")?;
     let topic = &settings.kafka.topic;
     let mut total = 0;
@@ -401,7 +401,10 @@ fn topic_end(settings: &member_infra::config::Settings) -> anyhow::Result<u64> {
 }
 
 /// The sum of a target's group's committed offsets.
-fn committed(settings: &member_infra::config::Settings, target: Target) -> anyhow::Result<u64> {
+pub(crate) fn committed(
+    settings: &member_infra::config::Settings,
+    target: Target,
+) -> anyhow::Result<u64> {
     let group = member_infra::kafka::projector_group(settings, target);
     let c = consumer(settings, &group)?;
     let list = c.committed_offsets(

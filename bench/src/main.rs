@@ -3,6 +3,7 @@
 //! and reports the ratio (docs/decisions/0011-benchmarks-with-same-run-baselines.md).
 #![forbid(unsafe_code)]
 
+mod centers_drill;
 mod commands;
 mod crypto;
 mod drill;
@@ -103,6 +104,22 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         phase_seconds: u64,
     },
+    /// The center-loss drill: two centers and a witness (scripts/pg-ha.sh, three brokers on
+    /// racks a, b, w), all of center A SIGKILLed under load on B and brought back; prints its
+    /// figures as a JSON last line and appends a dated section to the document.
+    DrillCenters {
+        #[command(flatten)]
+        common: Common,
+        /// scripts/pg-ha.sh, the two-center event store.
+        #[arg(long)]
+        pg_ha_script: PathBuf,
+        /// scripts/kafka-cluster.sh, the three brokers.
+        #[arg(long)]
+        kafka_cluster_script: PathBuf,
+        /// Seconds each phase lasts (A stays down two phases).
+        #[arg(long, default_value_t = 10)]
+        phase_seconds: u64,
+    },
     /// The fail-over drill under order-class load; appends a dated section to the document.
     Drill {
         #[command(flatten)]
@@ -149,6 +166,19 @@ fn main() -> anyhow::Result<()> {
         } => runtime.block_on(kafka_drill::run(
             common,
             &kafka_cluster_script,
+            phase_seconds,
+        )),
+        Command::DrillCenters {
+            common,
+            pg_ha_script,
+            kafka_cluster_script,
+            phase_seconds,
+        } => runtime.block_on(centers_drill::run(
+            common,
+            centers_drill::Scripts {
+                pg_ha: pg_ha_script,
+                kafka_cluster: kafka_cluster_script,
+            },
             phase_seconds,
         )),
         Command::OneGetServer { listen, redis } => runtime.block_on(one_get::serve(listen, &redis)),

@@ -46,6 +46,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub commands: Vec<String>,
     pub notes: Vec<String>,
+    /// A drill's figures as one JSON object, printed as the last line of its output.
+    pub figures: Option<String>,
 }
 
 impl Report {

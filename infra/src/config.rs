@@ -30,6 +30,64 @@ pub struct Settings {
     /// `[[callers]]`: who may call the command and query APIs (docs/access.md).
     pub callers: Vec<CallerSettings>,
     pub encryption: EncryptionSettings,
+    /// `[center]`: the center this process runs in (docs/decisions/0039-center-topology.md).
+    pub center: CenterSettings,
+}
+
+/// `[center]`: where this process runs in the two-center topology (docs/decisions/0039). The
+/// query API reads its own center's Redis and search cluster first; `member run` runs only the
+/// projectors of `projectors`. The defaults are the one-machine layout: center A, every projector,
+/// every backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterSettings {
+    /// "a" or "b"; unset: `redis.local_center` (its older name), else "a".
+    pub name: Option<RedisCenter>,
+    /// Targets whose projectors `member run` starts here (empty: all six).
+    pub projectors: Vec<String>,
+    /// Targets the query API may read (empty: all six). A center whose search engine is embedded
+    /// (tantivy) lists only its own clusters: another center's embedded index is not here.
+    pub reads: Vec<String>,
+}
+
+impl CenterSettings {
+    fn targets(list: &[String]) -> Vec<member_projections::Target> {
+        if list.is_empty() {
+            return member_projections::Target::ALL.to_vec();
+        }
+        list.iter().filter_map(|t| t.parse().ok()).collect()
+    }
+
+    /// The targets `member run` projects in this center.
+    pub fn projector_targets(&self) -> Vec<member_projections::Target> {
+        Self::targets(&self.projectors)
+    }
+
+    /// The targets the query API may read.
+    pub fn read_targets(&self) -> Vec<member_projections::Target> {
+        Self::targets(&self.reads)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, list) in [
+            ("center.projectors", &self.projectors),
+            ("center.reads", &self.reads),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|t| t.parse::<member_projections::Target>().is_err())
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "unknown target {bad:?} (mysql, redis-a, redis-b, search-primary, \
+                         search-backup, search-marketing)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[encryption]`: the keys of crypto-shredding (docs/decisions/0033). Secrets: never in
@@ -114,7 +172,8 @@ pub struct MysqlSettings {
 pub struct RedisSettings {
     pub a: RedisCenterSettings,
     pub b: RedisCenterSettings,
-    pub local_center: RedisCenter,
+    /// The older name of `center.name` (which wins when both are set).
+    pub local_center: Option<RedisCenter>,
     pub ttl_seconds: u64,
     pub fence_ttl_ms: u64,
     /// Keys of each center kept in the query API's memory, exact through `CLIENT TRACKING`
@@ -549,6 +608,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The center this process runs in: `center.name`, else `redis.local_center`, else A.
+    pub fn local_center(&self) -> RedisCenter {
+        self.center
+            .name
+            .or(self.redis.local_center)
+            .unwrap_or(RedisCenter::A)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
             ConfigError::Invalid {
@@ -567,6 +634,7 @@ impl Settings {
                 ))
             }
         };
+        self.center.validate()?;
         url_scheme(
             "postgres.url",
             self.postgres.url.expose_secret(),
@@ -743,6 +811,61 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_default_center_is_a_with_every_projector_and_backend() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.local_center(), RedisCenter::A);
+        assert_eq!(
+            s.center.projector_targets(),
+            member_projections::Target::ALL.to_vec()
+        );
+        assert_eq!(
+            s.center.read_targets(),
+            member_projections::Target::ALL.to_vec()
+        );
+    }
+
+    #[test]
+    fn the_center_files_load_and_name_their_center() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/centers");
+        for (file, center, own) in [
+            ("a.toml", RedisCenter::A, "redis-a"),
+            ("b.toml", RedisCenter::B, "redis-b"),
+        ] {
+            let s = Settings::load_from(Some(&format!("{root}/{file}")), env(&[])).unwrap();
+            assert_eq!(s.local_center(), center, "{file}");
+            let own: member_projections::Target = own.parse().unwrap();
+            assert!(s.center.projector_targets().contains(&own), "{file}");
+            assert_eq!(s.kafka.replication_factor, 3, "{file}");
+            assert_eq!(s.kafka.min_insync_replicas, 2, "{file}");
+        }
+    }
+
+    #[test]
+    fn center_name_wins_over_redis_local_center_and_unknown_targets_are_refused() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("MEMBER__REDIS__LOCAL_CENTER", "a"),
+                ("MEMBER__CENTER__NAME", "b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.local_center(), RedisCenter::B);
+        let s = Settings::load_from(None, env(&[("MEMBER__REDIS__LOCAL_CENTER", "b")])).unwrap();
+        assert_eq!(
+            s.local_center(),
+            RedisCenter::B,
+            "the older name still works"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[center]\nprojectors = [\"redis-c\"]\n").unwrap();
+        let err = Settings::load_from(Some(file.to_str().unwrap()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("center.projectors"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Read routing policy: which backends a read tries, in which order, for each caller class.
 //! Pure: the query API asks for a chain and walks it.
 //!
-//! - `order` (the ordering path): local Redis center -> other Redis center -> search primary ->
-//!   search backup -> MySQL shard.
+//! - `order` (the ordering path): local Redis center -> other Redis center -> the local center's
+//!   search cluster -> the other center's -> MySQL shard (the center's own MySQL projection). In
+//!   center A: search primary, then backup; in center B: backup, then primary
+//!   (docs/decisions/0039-center-topology.md).
 //! - `marketing` (campaign traffic, isolated): local Redis center -> search marketing. It never
 //!   includes the order path's clusters (search primary and backup) nor MySQL, whatever is
 //!   pinned; only its own cluster and the caches.
@@ -38,7 +40,7 @@ impl ReadClass {
     }
 }
 
-/// The Redis center local to this process.
+/// The center local to this process: its Redis center and its search cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Center {
     A,
@@ -50,6 +52,14 @@ impl Center {
         match self {
             Center::A => Target::RedisA,
             Center::B => Target::RedisB,
+        }
+    }
+
+    /// The center's own order-path search cluster (A: primary, B: backup).
+    pub fn search(self) -> Target {
+        match self {
+            Center::A => Target::SearchPrimary,
+            Center::B => Target::SearchBackup,
         }
     }
 
@@ -102,8 +112,8 @@ pub fn base_chain(class: ReadClass, local: Center) -> Vec<Target> {
         ReadClass::Order => vec![
             local.target(),
             local.other().target(),
-            Target::SearchPrimary,
-            Target::SearchBackup,
+            local.search(),
+            local.other().search(),
             Target::Mysql,
         ],
         ReadClass::Marketing => vec![local.target(), Target::SearchMarketing],
@@ -135,14 +145,24 @@ mod tests {
     }
 
     #[test]
-    fn order_chain_is_local_other_primary_backup_mysql() {
+    fn order_chain_is_local_redis_other_redis_local_search_other_search_mysql() {
+        assert_eq!(
+            chain(ReadClass::Order, Center::A, None),
+            vec![
+                Target::RedisA,
+                Target::RedisB,
+                Target::SearchPrimary,
+                Target::SearchBackup,
+                Target::Mysql
+            ]
+        );
         assert_eq!(
             chain(ReadClass::Order, Center::B, None),
             vec![
                 Target::RedisB,
                 Target::RedisA,
-                Target::SearchPrimary,
                 Target::SearchBackup,
+                Target::SearchPrimary,
                 Target::Mysql
             ]
         );

@@ -109,6 +109,8 @@ pub struct Registry {
     fills: HashMap<Target, Arc<dyn CacheFill>>,
     pins: Mutex<HashMap<ReadClass, Target>>,
     pub local: Center,
+    /// The backends this center reads (`center.reads`); the others are left out of every chain.
+    readable: Vec<Target>,
     /// `query_api.backends.return_max_lag_records`.
     return_max_lag: u64,
     pub status: Option<Arc<dyn StatusProvider>>,
@@ -116,6 +118,16 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(backends: QueryBackends, settings: &QueryApiSettings, local: Center) -> Self {
+        Self::for_center(backends, settings, local, Target::ALL.to_vec())
+    }
+
+    /// A registry of a center that reads only `readable` (`center.reads`).
+    pub fn for_center(
+        backends: QueryBackends,
+        settings: &QueryApiSettings,
+        local: Center,
+        readable: Vec<Target>,
+    ) -> Self {
         let b = &settings.backends;
         let now = Instant::now();
         let backend = |target: Target, reader: Arc<dyn MemberReader>| {
@@ -153,6 +165,7 @@ impl Registry {
             ]),
             pins: Mutex::new(HashMap::new()),
             local,
+            readable,
             return_max_lag: b.return_max_lag_records,
             status: backends.status,
         }
@@ -228,7 +241,9 @@ impl Registry {
     }
 
     pub fn chain(&self, class: ReadClass) -> Vec<Target> {
-        routing::chain(class, self.local, self.pin(class))
+        let mut chain = routing::chain(class, self.local, self.pin(class));
+        chain.retain(|t| self.readable.contains(t));
+        chain
     }
 
     /// Ready while at least one backend of the order chain is neither open nor faulted.

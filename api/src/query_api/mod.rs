@@ -114,18 +114,23 @@ pub struct QueryApi {
 
 impl QueryApi {
     /// Binds the listener (port 0 picks a free port, as tests do). `settings` gives the
-    /// `[query_api]` section and the local Redis center (`redis.local_center`).
+    /// `[query_api]` section and the center (`center.name`, `center.reads`).
     pub async fn build(
         backends: QueryBackends,
         settings: &Settings,
         listen: SocketAddr,
     ) -> anyhow::Result<Self> {
         let q = &settings.query_api;
-        let local = match settings.redis.local_center {
+        let local = match settings.local_center() {
             RedisCenter::A => Center::A,
             RedisCenter::B => Center::B,
         };
-        let registry = Arc::new(Registry::new(backends, q, local));
+        let registry = Arc::new(Registry::for_center(
+            backends,
+            q,
+            local,
+            settings.center.read_targets(),
+        ));
         let state = AppState {
             callers: Arc::new(Callers::from_settings(&settings.callers)),
             flow: Arc::new(FlowControl::new(&q.flow)),
