@@ -196,6 +196,24 @@ impl PrivatePgHa {
 
 impl Drop for PrivatePgHa {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test keeps the cluster's logs (Patroni, PostgreSQL, etcd, HAProxy): the
+            // cluster's directory itself is removed below.
+            let kept = std::env::temp_dir().join(format!(
+                "pg-ha-failed-{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S")
+            ));
+            let copied = Command::new("bash")
+                .arg("-c")
+                .arg(r#"mkdir -p "$2" && cd "$1" && find . -name '*.log' -exec cp --parents {} "$2" \;"#)
+                .arg("keep-logs")
+                .arg(self.dir.path())
+                .arg(&kept)
+                .status();
+            if copied.is_ok_and(|s| s.success()) {
+                eprintln!("pg-ha: the cluster's logs are kept in {}", kept.display());
+            }
+        }
         let _ = Command::new("bash")
             .arg(script())
             .arg("down")
