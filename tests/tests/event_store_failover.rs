@@ -310,7 +310,8 @@ async fn a_cut_off_center_a_refuses_writes_while_b_takes_them() {
     // writes the key unconditionally when its lease was renewed under a stale view of the
     // cluster; seen in about one run in three, logs kept by `PrivatePgHa` on failure), after
     // which B's writes of the cut would be rewound. Fail-back after a cut is therefore a manual
-    // step in docs/operations/centers.md until Patroni is taken from PyPI (issue 22's note).
+    // step in docs/operations/centers.md until a Patroni with patroni/patroni#2689 (after 3.0.2) is taken from
+    // PyPI (issue 22's note).
     let rows: Vec<String> = sqlx::query_scalar("SELECT at FROM split_brain ORDER BY at")
         .fetch_all(&on_b)
         .await
