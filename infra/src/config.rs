@@ -129,6 +129,17 @@ impl EncryptionSettings {
             )
             .is_ok_and(|bytes| bytes.len() == 32)
         };
+        // The id travels as `<id>:<wrapped key>` to the append's trigger (migration 0010).
+        if self
+            .master_keys
+            .keys()
+            .any(|id| id.is_empty() || id.len() > 64 || id.contains(':'))
+        {
+            return Err(invalid(
+                "encryption.master_keys",
+                "key ids must be 1-64 characters without ':'",
+            ));
+        }
         if !self.master_keys.contains_key(&self.master_key_id) {
             return Err(invalid(
                 "encryption.master_key_id",
@@ -811,6 +822,47 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn encryption_keys_are_checked_and_never_named_in_errors() {
+        let good = "c3VwZXItc2VjcmV0LWtleS1mb3ItdGVzdHMtb25seSE=";
+        let cases = [
+            (
+                "MEMBER__ENCRYPTION__MASTER_KEY_ID",
+                "nope",
+                "encryption.master_key_id",
+            ),
+            (
+                "MEMBER__ENCRYPTION__MASTER_KEYS__LOCAL-1",
+                "c2hvcnQ=",
+                "encryption.master_keys",
+            ),
+            (
+                "MEMBER__ENCRYPTION__IDENTITY_HMAC_KEY",
+                "not base64!",
+                "encryption.identity_hmac_key",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = Settings::load_from(None, env(&[(var, value)])).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(key), "{var}: {text}");
+            assert!(
+                !text.contains(value),
+                "{var}: the value is in the error: {text}"
+            );
+        }
+        let mut s = Settings::load_from(None, env(&[])).unwrap();
+        s.encryption
+            .master_keys
+            .insert("a:b".into(), good.to_owned().into());
+        let err = s.encryption.validate().unwrap_err().to_string();
+        assert!(err.contains("without ':'"), "{err}");
+        assert!(
+            !format!("{:?}", s.encryption).contains(good),
+            "Debug shows no key"
+        );
     }
 
     #[test]
