@@ -33,9 +33,16 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PG_BIN=/usr/lib/postgresql/15/bin
+# Patroni from PyPI (scripts/patroni/requirements.txt pins it and its dependencies), in a virtual environment
+# outside the clone that the `postgres` user can read (the download cache stays in CACHE_DIR).
+PATRONI_VERSION=4.1.5
+PATRONI_HOME="${MEMBER_PATRONI_HOME:-/opt/member-stack/patroni-$PATRONI_VERSION}"
+PATRONI_BIN="$PATRONI_HOME/bin/patroni"
+PATRONICTL_BIN="$PATRONI_HOME/bin/patronictl"
 CENTERS=(a b w)
 # Timings of the DCS (seconds): a leader that cannot renew its key for TTL loses it; B is promoted then.
-PGHA_TTL="${MEMBER_PGHA_TTL:-8}"
+# 20 is the least TTL Patroni 4 accepts.
+PGHA_TTL="${MEMBER_PGHA_TTL:-20}"
 PGHA_LOOP_WAIT="${MEMBER_PGHA_LOOP_WAIT:-1}"
 PGHA_RETRY_TIMEOUT="${MEMBER_PGHA_RETRY_TIMEOUT:-3}"
 PGHA_TIMEOUT="${MEMBER_STACK_TIMEOUT:-90}"
@@ -55,7 +62,7 @@ usage() {
 
 ensure_installed() {
   local pkgs=()
-  [[ -x /usr/bin/patroni ]] || pkgs+=(patroni)
+  [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
   [[ -x /usr/bin/etcd ]] || pkgs+=(etcd-server)
   [[ -x /usr/sbin/haproxy ]] || pkgs+=(haproxy)
   [[ -x "$PG_BIN/postgres" ]] || pkgs+=(postgresql-15)
@@ -65,6 +72,34 @@ ensure_installed() {
   if ((${#pkgs[@]} > 0)); then
     apt_install "${pkgs[@]}"
   fi
+  ensure_patroni
+}
+
+patroni_installed() { [[ -f "$PATRONI_HOME/.complete" && -x "$PATRONI_BIN" ]]; }
+
+# Once per machine, under a lock: tests start clusters in parallel.
+ensure_patroni() {
+  patroni_installed && return 0
+  mkdir -p "$CACHE_DIR" "$(dirname "$PATRONI_HOME")"
+  local lock="$CACHE_DIR/patroni-$PATRONI_VERSION.lock" log="$CACHE_DIR/patroni-install.log"
+  exec 8>"$lock"
+  flock -w "$LOCK_TIMEOUT" 8 || die "pg-ha: timed out waiting for the Patroni install lock ($lock)"
+  if ! patroni_installed; then
+    ha_info "installing Patroni $PATRONI_VERSION from PyPI into $PATRONI_HOME (log: $log)"
+    # A virtual environment records its own path, so it is built where it lives; `.complete` marks it whole.
+    rm -rf "$PATRONI_HOME"
+    # Debian's Python: the `postgres` user runs it (a pyenv Python under /root is out of its reach).
+    if ! { /usr/bin/python3 -m venv "$PATRONI_HOME" &&
+      timeout "$APT_TIMEOUT" "$PATRONI_HOME/bin/pip" install -q --disable-pip-version-check \
+        --cache-dir "$CACHE_DIR/pip" -r "$SCRIPTS_DIR/patroni/requirements.txt"; } </dev/null >"$log" 2>&1; then
+      tail -n 20 "$log" >&2 || true
+      rm -rf "$PATRONI_HOME"
+      die "pg-ha: installing Patroni failed (full log: $log)"
+    fi
+    chmod -R a+rX "$PATRONI_HOME"
+    touch "$PATRONI_HOME/.complete"
+  fi
+  exec 8>&-
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -360,9 +395,9 @@ start_etcd() {
 
 start_patroni() {
   local c="$1"
-  alive "$c" patroni /usr/bin/patroni && return 0
+  alive "$c" patroni "$PATRONI_BIN" && return 0
   # A SIGKILLed postmaster may leave backends behind for a moment; Patroni starts it again itself.
-  spawn "$c" patroni /usr/bin/patroni "$DIR/$c/patroni.yml"
+  spawn "$c" patroni "$PATRONI_BIN" "$DIR/$c/patroni.yml"
 }
 
 start_haproxy() {
@@ -511,7 +546,7 @@ cmd_down() {
 cmd_kill_node() {
   local c="$1" pid=""
   pid="$(pid_from_file "$DIR/$c/patroni.pid")" || true
-  kill_recorded "$c" patroni /usr/bin/patroni
+  kill_recorded "$c" patroni "$PATRONI_BIN"
   kill_postgres "$c"
   [[ -z "$pid" ]] || wait_gone "$pid"
 }
@@ -613,7 +648,7 @@ case "$cmd" in
     [[ $# -ge 1 ]] || usage
     load_env "$1"
     shift
-    /usr/bin/patronictl -c "$DIR/a/patroni.yml" "$@"
+    "$PATRONICTL_BIN" -c "$DIR/a/patroni.yml" "$@"
     ;;
   *)
     usage
