@@ -7,9 +7,9 @@
 //!   with replication factor 3 and `min.insync.replicas` 2, the relay producing with `acks=all`;
 //! - each center: its own `member run` (command API, query API, relay, its own projectors) on the
 //!   center's loopback address (A 127.0.10.1, B 127.0.20.1), its own Redis (append-only file,
-//!   fsync always) and its own embedded search clusters (tantivy, in the process), and its own
-//!   MySQL databases (its own consumer group, ADR 0039). A center's `member run` and its Redis are
-//!   one process group.
+//!   fsync always), its own embedded search clusters (tantivy, in the process), and its own MySQL
+//!   server (a private MariaDB on the center's address, its own consumer group, ADR 0039). A
+//!   center's `member run`, its Redis and its MariaDB are one process group.
 //!
 //! Under order-class reads on B's query API and writes through B's command API (B's command API
 //! reaches the event store through B's HAProxy), all of A is SIGKILLed: its PostgreSQL, Patroni,
@@ -71,15 +71,18 @@ pub async fn run(common: Common, scripts: Scripts, phase: u64) -> anyhow::Result
     result
 }
 
-/// One center's processes: `member run` and the center's Redis, in one process group.
+/// One center's processes: `member run`, the center's Redis and its MySQL server (MariaDB), in
+/// one process group.
 struct Center {
     name: &'static str,
     dir: PathBuf,
     config: PathBuf,
     settings: Settings,
     redis_port: u16,
+    mysql_port: u16,
     member: Option<Child>,
     redis: Option<Child>,
+    mysql: Option<Child>,
     /// The process group: Redis's pid.
     pgid: Option<i32>,
     starts: usize,
@@ -144,6 +147,7 @@ impl Center {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.mysql = Some(self.start_mysql(pgid).await?);
         let member = Command::new(member_bin)
             .arg("run")
             .env("MEMBER_CONFIG", &self.config)
@@ -159,6 +163,74 @@ impl Center {
             .with_context(|| format!("starting {}", member_bin.display()))?;
         self.member = Some(member);
         self.wait_healthy(Duration::from_secs(120)).await
+    }
+
+    /// The center's own MariaDB server (its data under the center's directory, kept across a
+    /// kill like a real server's disk), in the center's process group: losing the center loses
+    /// its MySQL projection too, and B's never depended on it. Grant tables are skipped: the
+    /// server listens on the center's loopback address only, for this drill.
+    async fn start_mysql(&self, pgid: i32) -> anyhow::Result<Child> {
+        let data = self.dir.join("mysql");
+        let log = self.dir.join("mysql.log");
+        if !data.join("mysql").exists() {
+            std::fs::create_dir_all(&data)?;
+            let chown = Command::new("chown")
+                .args(["-R", "mysql:mysql"])
+                .arg(&data)
+                .status()?;
+            anyhow::ensure!(chown.success(), "chown of {}", data.display());
+            let installed = Command::new("mariadb-install-db")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .args([
+                    "--user=mysql",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(std::fs::File::create(&log)?))
+                .stderr(Stdio::null())
+                .status()
+                .context("mariadb-install-db (make stack-up installs MariaDB)")?;
+            anyhow::ensure!(
+                installed.success(),
+                "mariadb-install-db for center {} failed; see {}",
+                self.name,
+                log.display()
+            );
+        }
+        let mysql = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={}", self.mysql_port))
+            .arg(format!("--bind-address={}", Self::addr(self.name)))
+            .arg(format!("--socket={}", data.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", data.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", log.display()))
+            .args([
+                "--user=mysql",
+                "--skip-grant-tables",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=64M",
+                "--max-connections=64",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(pgid)
+            .spawn()
+            .context("starting mariadbd")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect((Self::addr(self.name), self.mysql_port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "center {}'s mariadbd did not start; see {}",
+                self.name,
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(mysql)
     }
 
     async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -194,14 +266,14 @@ impl Center {
         }
     }
 
-    /// SIGKILL of the whole process group (the center's member processes and its Redis).
+    /// SIGKILL of the whole process group (the center's member processes, Redis and MariaDB).
     fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pgid}")])
                 .status();
         }
-        for child in [self.member.take(), self.redis.take()]
+        for child in [self.member.take(), self.redis.take(), self.mysql.take()]
             .into_iter()
             .flatten()
         {
@@ -339,30 +411,12 @@ async fn drill(
         started.elapsed().as_secs_f64()
     );
 
-    let base = Settings::load().context("loading the member configuration")?;
     let redis_ports = (free_port()?, free_port()?);
-    let mut a = center(
-        "a",
-        &dir,
-        &tag,
-        &base,
-        &url_a,
-        &cluster.brokers(),
-        redis_ports,
-    )?;
-    let mut b = center(
-        "b",
-        &dir,
-        &tag,
-        &base,
-        &url_b,
-        &cluster.brokers(),
-        redis_ports,
-    )?;
+    let mut a = center("a", &dir, &tag, &url_a, &cluster.brokers(), redis_ports)?;
+    let mut b = center("b", &dir, &tag, &url_b, &cluster.brokers(), redis_ports)?;
     let result = drill_in(&mut a, &mut b, &member_bin, &pg, &cluster, phase, report).await;
     a.stop().await;
     b.stop().await;
-    drop_mysql(&base, &[&a.settings, &b.settings]).await;
     drop(cluster);
     drop(pg);
     // The logs stay when a goal was missed (docs/benchmarks.md names the directory).
@@ -391,7 +445,6 @@ fn center(
     name: &'static str,
     dir: &Path,
     tag: &str,
-    base: &Settings,
     pg_url: &str,
     brokers: &str,
     (redis_a, redis_b): (u16, u16),
@@ -399,7 +452,7 @@ fn center(
     let cdir = dir.join(format!("center-{name}"));
     std::fs::create_dir_all(&cdir)?;
     let addr = Center::addr(name);
-    let (command, query) = (free_port()?, free_port()?);
+    let (command, query, mysql_port) = (free_port()?, free_port()?, free_port()?);
     let databases: Vec<String> = (0..4)
         .map(|i| format!("member_{name}_{tag}_db_{i}"))
         .collect();
@@ -429,8 +482,8 @@ fn center(
     writeln!(toml, "[postgres]\nurl = {pg_url:?}\nmax_connections = 16")?;
     writeln!(
         toml,
-        "[mysql]\nurl = {:?}\ndatabases = {databases:?}\nmax_connections = 4",
-        base.mysql.url.expose_secret()
+        "[mysql]\nurl = \"mysql://member:member@{addr}:{mysql_port}\"\n\
+         databases = {databases:?}\nmax_connections = 4"
     )?;
     writeln!(
         toml,
@@ -499,8 +552,10 @@ fn center(
         config,
         settings,
         redis_port: if name == "a" { redis_a } else { redis_b },
+        mysql_port,
         member: None,
         redis: None,
+        mysql: None,
         pgid: None,
         starts: 0,
     })
@@ -520,7 +575,7 @@ async fn drill_in(
     b.start(member_bin).await?;
     a.start(member_bin).await?;
     report.command(format!(
-        "MEMBER_CONFIG=<center>/member.toml {} run   # one per center (A: {}, B: {}), with the center's Redis in its process group",
+        "MEMBER_CONFIG=<center>/member.toml {} run   # one per center (A: {}, B: {}), with the center's Redis and MariaDB in its process group",
         member_bin.display(),
         Center::addr("a"),
         Center::addr("b")
@@ -848,10 +903,9 @@ async fn drill_in(
     );
     report.note(
         "simulation: the event store's three sites are network namespaces (pg-ha.sh); each \
-         center's `member run` and Redis are one process group on the center's loopback address \
-         (A 127.0.10.1, B 127.0.20.1), its search clusters embedded (tantivy); the brokers are \
-         three processes on 127.0.0.1 (rack a, b, w); MySQL is the shared MariaDB (A's and B's \
-         databases are separate, the server is not killed)",
+         center's `member run`, Redis and MariaDB are one process group on the center's loopback \
+         address (A 127.0.10.1, B 127.0.20.1), killed together, its search clusters embedded \
+         (tantivy); the brokers are three processes on 127.0.0.1 (rack a, b, w)",
     );
     report.command(format!(
         "member-bench drill-centers: {WRITERS} writers registering members through B's command \
@@ -1068,17 +1122,4 @@ fn topic_replication(settings: &Settings) -> anyhow::Result<String> {
         }
     }
     Ok(out.join("; "))
-}
-
-async fn drop_mysql(base: &Settings, centers: &[&Settings]) {
-    use sqlx::Connection as _;
-    if let Ok(mut admin) = sqlx::MySqlConnection::connect(base.mysql.url.expose_secret()).await {
-        for s in centers {
-            for db in &s.mysql.databases {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`"))
-                    .execute(&mut admin)
-                    .await;
-            }
-        }
-    }
 }
