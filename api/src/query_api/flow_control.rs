@@ -19,6 +19,7 @@
 //!
 //! A rate refusal carries governor's wait time, which becomes `Retry-After`.
 
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -35,8 +36,11 @@ pub struct FlowControl {
     clock: DefaultClock,
     global: DefaultDirectRateLimiter,
     marketing: DefaultDirectRateLimiter,
-    hotspot: DefaultKeyedRateLimiter<String>,
-    hot_keys: Option<DefaultKeyedRateLimiter<String>>,
+    /// Keyed by a keyed hash of the lookup key (`key_hash`): no allocation per request, and a
+    /// caller cannot pick keys that collide without knowing the process's random hash keys.
+    hotspot: DefaultKeyedRateLimiter<u64>,
+    hot_keys: Option<DefaultKeyedRateLimiter<u64>>,
+    hasher: RandomState,
     in_flight: Semaphore,
     marketing_in_flight: Semaphore,
 }
@@ -75,7 +79,13 @@ impl FlowControl {
             }),
             in_flight: Semaphore::new(max_in_flight),
             marketing_in_flight: Semaphore::new(marketing_in_flight),
+            hasher: RandomState::new(),
         }
+    }
+
+    /// The limiters' key for a lookup key, computed once per request.
+    pub fn key_hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// Takes an in-flight slot for a request of `class`, or refuses it at once (429 reason
@@ -135,17 +145,17 @@ impl FlowControl {
     }
 
     /// The per-identity hotspot limit.
-    pub fn admit_key(&self, key: &str) -> Result<(), QueryError> {
+    pub fn admit_key(&self, key: u64) -> Result<(), QueryError> {
         self.hotspot
-            .check_key(&key.to_owned())
+            .check_key(&key)
             .map_err(|n| self.limited(LimitReason::Hotspot, n))
     }
 
     /// Counts a read of `key` and tells whether the key is hot (read faster than the threshold).
-    pub fn is_hot(&self, key: &str) -> bool {
+    pub fn is_hot(&self, key: u64) -> bool {
         self.hot_keys
             .as_ref()
-            .is_some_and(|l| l.check_key(&key.to_owned()).is_err())
+            .is_some_and(|l| l.check_key(&key).is_err())
     }
 
     /// Forgets keys whose limiters are back to full (keeps the keyed maps small).
@@ -282,14 +292,17 @@ mod tests {
     #[test]
     fn hot_keys_and_hotspots_are_per_key() {
         let flow = FlowControl::new(&settings());
-        assert!(!flow.is_hot("a"));
-        assert!(!flow.is_hot("a"));
-        assert!(flow.is_hot("a"), "third read within a second is over 2/s");
-        assert!(!flow.is_hot("b"));
+        assert!(!flow.is_hot(flow.key_hash("a")));
+        assert!(!flow.is_hot(flow.key_hash("a")));
+        assert!(
+            flow.is_hot(flow.key_hash("a")),
+            "third read within a second is over 2/s"
+        );
+        assert!(!flow.is_hot(flow.key_hash("b")));
         for _ in 0..3 {
-            flow.admit_key("a").unwrap();
+            flow.admit_key(flow.key_hash("a")).unwrap();
         }
-        assert!(flow.admit_key("a").is_err());
-        assert!(flow.admit_key("b").is_ok());
+        assert!(flow.admit_key(flow.key_hash("a")).is_err());
+        assert!(flow.admit_key(flow.key_hash("b")).is_ok());
     }
 }

@@ -121,7 +121,8 @@ async fn read(
     state.flow.admit(&caller.quota, caller.class)?;
     let lookup = lookup?;
     let key = lookup.key();
-    state.flow.admit_key(&key)?;
-    let hot = state.flow.is_hot(&key);
+    let hashed = state.flow.key_hash(&key);
+    state.flow.admit_key(hashed)?;
+    let hot = state.flow.is_hot(hashed);
     state.reads.read(caller.class, &lookup, &key, hot).await
 }
