@@ -42,3 +42,18 @@ bench_facts() {
     echo "- load generators (wrk, pgbench, member-bench) run on the same machine as the servers"
   } >"$f"
 }
+
+# The benchmarks' own Elasticsearch indices and templates (`member_b_*`) that an interrupted run left
+# on the three local clusters: each run drops its own, but a killed one cannot.
+bench_drop_leftover_indices() {
+  local port es n
+  for port in 9200 9201 9202; do
+    es="http://127.0.0.1:$port"
+    n="$(curl -s -m 30 "$es/_cat/indices/member_b_*?h=index" 2>/dev/null | grep -c . || true)"
+    if ((n > 0)); then
+      bench_info "dropping $n leftover benchmark index(es) on $es"
+      curl -s -m 120 -o /dev/null -XDELETE "$es/member_b_*?expand_wildcards=all" || true
+    fi
+    curl -s -m 60 -o /dev/null -XDELETE "$es/_index_template/member_b_*" || true
+  done
+}

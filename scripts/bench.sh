@@ -39,6 +39,7 @@ main() {
   bench_tools
   "$REPO_DIR/scripts/stack.sh" up
   bench_build
+  bench_drop_leftover_indices
   mkdir -p "$BENCH_WORK"
   bench_facts "$BENCH_WORK/facts.md"
   local only="$BENCH"

@@ -3,10 +3,11 @@
 //! as `member run`) runs in this process over an isolated environment, so the readers are the
 //! application's own; commands arrive at a steady 50/s.
 //!
-//! Each store is read in rounds, 2 ms apart, for every command it does not show yet and did not
-//! read in the last 20 ms, so a command is never counted as visible earlier than it was (a late
-//! check can only make the figure worse). Until 2026-12-04 22:00 every round read every pending
-//! command, and the watchers' own reads loaded the Elasticsearch clusters they measured.
+//! Each store is read in rounds, 2 ms apart, for every command it does not show yet and that is
+//! due (read again after a fifth of its age, 5-100 ms), so a command is never counted as visible
+//! earlier than it was (a late check can only make the figure worse, by at most a fifth or
+//! 100 ms). Until 2026-12-04 22:00 every round read every pending command, and the watchers' own
+//! reads loaded the Elasticsearch clusters they measured.
 //! Until 2026-12-04 17:30 one watcher per store took the commands in turn and, with
 //! Elasticsearch's two-request lookups on a loaded machine, measured its own backlog; until 17:50
 //! each command had a poller of its own, whose reads loaded the stores they measured. The clock
@@ -33,12 +34,14 @@ struct Acked {
     version: u64,
 }
 
-/// How often one pending command is read from one store. Every 2 ms per command, the watchers'
-/// reads were most of what three one-node Elasticsearch clusters on two cores did (at 50
-/// commands/s and a second to visibility, 25,000 lookups/s per cluster, each two requests), and
-/// the figure measured that load. Every 20 ms a command's time to visibility is overstated by
-/// 20 ms at most.
-const POLL_EVERY: Duration = Duration::from_millis(20);
+/// When a pending command is read again: after a fifth of its age, between 5 and 100 ms, so a
+/// time to visibility is overstated by at most a fifth or 100 ms. Reading every pending command
+/// every 2 ms (and then every 20 ms) made the watchers' own lookups most of what three one-node
+/// Elasticsearch clusters on two cores did (at 50 commands/s and a second to visibility, thousands
+/// of lookups/s per cluster, each two requests), and the figure measured that load.
+fn next_read(age: Duration) -> Duration {
+    (age / 5).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
 
 async fn watch(
     reader: Arc<dyn MemberReader>,
@@ -48,8 +51,7 @@ async fn watch(
     // apart. One watcher taking the commands in turn falls behind as soon as a read takes longer
     // than the gap between two commands (an Elasticsearch lookup is two requests) and then
     // measures its own queue; a poller per command reads hundreds of times per command and loads
-    // the stores it measures. A round reads the pending commands not read in the last
-    // `POLL_EVERY`.
+    // the stores it measures. A round reads the pending commands that are due (`next_read`).
     let mut latency = Latency::default();
     let mut unseen = 0;
     // Each pending command with the time of its next read.
@@ -76,10 +78,10 @@ async fn watch(
         let now = Instant::now();
         let due: Vec<bool> = pending
             .iter_mut()
-            .map(|(next, _)| {
+            .map(|(next, acked)| {
                 let due = *next <= now;
                 if due {
-                    *next = now + POLL_EVERY;
+                    *next = now + next_read(now - acked.at);
                 }
                 due
             })
@@ -235,10 +237,10 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
     }
     report.command(format!(
         "member-bench freshness: in-process App (every role) over {}, {n} registrations at 50/s, \
-         search refresh {} ms, each pending command read every {} ms from each store through its reader",
+         search refresh {} ms, each pending command read from each store through its reader after a fifth of its age \
+         (5-100 ms)",
         env.config_file.display(),
         env.settings.search.refresh_ms,
-        POLL_EVERY.as_millis()
     ));
     if failed > 0 {
         report.note(format!("freshness: {failed} of {n} commands failed"));

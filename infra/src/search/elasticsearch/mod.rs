@@ -63,7 +63,7 @@ pub struct IndexOptions {
     /// The member alias; the identity alias is `<index>_identity`. Also the templates' names.
     pub index: String,
     /// `number_of_shards` of a newly created index (each shard at most 50 GB: size the count
-    /// for the data, docs/elasticsearch.md).
+    /// for the data, docs/decisions/0021-elasticsearch-identity-index-and-aliases.md).
     pub shards: u32,
     /// `number_of_replicas` of a newly created index (0 on a one-node cluster).
     pub replicas: u32,
