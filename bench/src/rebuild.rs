@@ -102,9 +102,11 @@ pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
                     rate(members as f64 / rebuild)
                 ),
             )
+            // Issue 24: a rebuild of 1,000,000 members into all six stores, Elasticsearch
+            // included, within two minutes.
             .target(
-                "< 300 s for 1,000,000",
-                members < 1_000_000 || rebuild < 300.0,
+                "< 120 s for 1,000,000",
+                members < 1_000_000 || rebuild < 120.0,
             ),
         );
         anyhow::Ok(())
