@@ -160,7 +160,7 @@ impl ReadPath {
         class: ReadClass,
         lookup: &Lookup,
         key: &str,
-        hot: bool,
+        hot: impl FnOnce() -> bool,
     ) -> Result<Served, QueryError> {
         debug_assert_eq!(key, lookup.key());
         // Ownership only grows (`remember_owner`), so what was served before this request
@@ -169,6 +169,14 @@ impl ReadPath {
             Lookup::Identity(_) => self.owners.get(key),
             Lookup::Id(_) => None,
         };
+        // The local Redis center's tracked copy first: a memory read like the near cache, and
+        // one that is invalidated rather than expired. Only when it misses is the key's heat
+        // asked (a keyed rate limiter).
+        let chain = self.registry.chain(class);
+        if let Some(served) = self.served_from_memory(class.as_str(), &chain, lookup, key, owner) {
+            return not_erased(served);
+        }
+        let hot = hot();
         // Only hot keys are put in the near cache, so a key that is not hot now is read from
         // the chain without looking (one cache read less on most requests). A key that has just
         // cooled down may still be there until its TTL; reading past it is always correct.
@@ -201,9 +209,6 @@ impl ReadPath {
     ) -> Result<Served, QueryError> {
         let class_name = class.as_str();
         let chain = self.registry.chain(class);
-        if let Some(served) = self.served_from_memory(class_name, &chain, lookup, key, owner) {
-            return Ok(served);
-        }
         let local = self.registry.local.target();
         let mut behind_member: Option<Uuid> = None;
         let mut negative = false;

@@ -123,6 +123,8 @@ async fn read(
     let key = lookup.key();
     let hashed = state.flow.key_hash(&key);
     state.flow.admit_key(hashed)?;
-    let hot = state.flow.is_hot(hashed);
-    state.reads.read(caller.class, &lookup, &key, hot).await
+    state
+        .reads
+        .read(caller.class, &lookup, &key, || state.flow.is_hot(hashed))
+        .await
 }
