@@ -116,8 +116,10 @@ fn row(title: String, run: &WrkResult, baseline: f64) -> Row {
         .baseline(format!("{} INSERT tx (pgbench)", rate(baseline)), ratio)
 }
 
+/// Issue 24: the command API alone at least as fast as pgbench's one-row transactions (group
+/// commit lets many commands share a WAL flush), p99 under 25 ms, nothing failed.
 fn meets_target(run: &WrkResult, baseline: f64) -> bool {
-    run.rps / baseline >= 1.0 / 3.0 && run.p99_ms < 25.0 && run.failed() == 0
+    run.rps / baseline >= 1.0 && run.p99_ms < 25.0 && run.failed() == 0
 }
 
 fn note_failures(report: &mut Report, what: &str, run: &WrkResult) {
@@ -202,15 +204,23 @@ pub async fn bench(
         let (baseline, line) = pgbench.run(c, seconds)?;
         report.command(line);
         let run = load(&command_api, &env.dir, c, seconds, step, report)?;
-        // Context, not the target: here the relay, the broker, six projectors and the query API
-        // share the two cores with PostgreSQL and the load generator, while pgbench had them to
-        // itself. The command path's target is on the row `alone` adds, which measures it as
-        // the baseline is measured.
-        report.row(row(
-            format!("bind commands, {c} clients, under `member run` (every role on the 2 cores)"),
-            &run,
-            baseline,
-        ));
+        // Here the relay, the broker, six projectors and the query API share the two cores with
+        // PostgreSQL and the load generator, while pgbench had them to itself: issue 24 asks for
+        // half of pgbench's rate (the row `alone` adds measures the command path as the baseline
+        // is measured, and asks for all of it).
+        report.row(
+            row(
+                format!(
+                    "bind commands, {c} clients, under `member run` (every role on the 2 cores)"
+                ),
+                &run,
+                baseline,
+            )
+            .target(
+                ">= 0.5 x baseline",
+                run.rps / baseline >= 0.5 && run.failed() == 0,
+            ),
+        );
         note_failures(report, &format!("bind commands at {c} clients"), &run);
     }
     bound_cards(env).await
@@ -232,7 +242,7 @@ pub async fn alone(
     let title =
         format!("bind commands, {clients} clients, command API alone (no relay/projectors)");
     report.row(row(title, &run, baseline).target(
-        ">= 1/3 of baseline, p99 < 25 ms",
+        ">= 1.0 x baseline, p99 < 25 ms",
         meets_target(&run, baseline),
     ));
     note_failures(report, "command API alone", &run);

@@ -215,7 +215,8 @@ pub async fn bench(
             format!("{} records (rdkafka alone)", rate(base_rate)),
             ratio,
         )
-        .target(">= 1/2 of baseline", ratio >= 0.5),
+        // Issue 24: at least 0.9 of rdkafka alone with the same producer settings.
+        .target(">= 0.9 x baseline", ratio >= 0.9),
     );
     Ok((topic, events))
 }

@@ -176,15 +176,18 @@ async fn measure(
                 alone
                     .wait_healthy(&format!("http://{listen}/healthz"), Duration::from_secs(60))
                     .await?;
-                crate::commands::alone(
-                    report,
-                    &format!("http://{listen}"),
-                    &env.dir,
-                    &pgbench,
-                    16,
-                    seconds,
-                )
-                .await?;
+                // Issue 24 asks for 16 and 64 clients.
+                for clients in [16, 64] {
+                    crate::commands::alone(
+                        report,
+                        &format!("http://{listen}"),
+                        &env.dir,
+                        &pgbench,
+                        clients,
+                        seconds,
+                    )
+                    .await?;
+                }
                 alone.stop().await?;
             }
         }
