@@ -193,7 +193,7 @@ impl ReadPath {
             self.near.invalidate(key);
         }
         metrics::cache("near", false);
-        let served = self.read_chain(class, lookup, key, owner).await?;
+        let served = self.read_chain(class, chain, lookup, key, owner).await?;
         if hot {
             self.near.insert(key.to_owned(), served.doc.clone());
         }
@@ -203,12 +203,12 @@ impl ReadPath {
     async fn read_chain(
         &self,
         class: ReadClass,
+        chain: Vec<Target>,
         lookup: &Lookup,
         key: &str,
         owner: Option<(Uuid, u64)>,
     ) -> Result<Served, QueryError> {
         let class_name = class.as_str();
-        let chain = self.registry.chain(class);
         let local = self.registry.local.target();
         let mut behind_member: Option<Uuid> = None;
         let mut negative = false;
