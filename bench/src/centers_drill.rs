@@ -36,6 +36,7 @@ use serde_json::json;
 
 use crate::private_broker::PrivateBroker;
 use crate::private_redis::free_port;
+use crate::register::{register_card, Acked};
 use crate::report::{Report, Row};
 use crate::Common;
 
@@ -350,13 +351,6 @@ impl Drop for PgHa {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// An acknowledged write: the member and the version the command API answered.
-#[derive(Clone)]
-struct Acked {
-    member_id: String,
-    version: i64,
 }
 
 #[derive(Default)]
@@ -944,26 +938,7 @@ async fn write_until_acked(
     let key = format!("drill-centers-{card}");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let outcome = async {
-            let r = client
-                .post(url)
-                .bearer_auth("local-writer-key")
-                .header("Idempotency-Key", &key)
-                .json(&json!({"identities": [{"kind": "elong_card", "value": card}]}))
-                .send()
-                .await?;
-            anyhow::ensure!(r.status().as_u16() == 201, "register: {}", r.status());
-            let v: serde_json::Value = r.json().await?;
-            Ok(Acked {
-                member_id: v["member_id"]
-                    .as_str()
-                    .context("member_id in the response")?
-                    .to_owned(),
-                version: v["version"].as_i64().context("version in the response")?,
-            })
-        }
-        .await;
-        match outcome {
+        match register_card(client, url, card, Some(&key)).await {
             Ok(acked) => return Ok(acked),
             Err(e) => {
                 if let Some((stop, load)) = load {

@@ -15,11 +15,11 @@ use anyhow::Context;
 use member_projections::Target;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::json;
 
 use crate::isolated::{Isolated, Overrides};
 use crate::member_process::MemberProcess;
 use crate::private_broker::PrivateBroker;
+use crate::register::{register_card, Acked};
 use crate::report::{Report, Row};
 use crate::Common;
 
@@ -27,12 +27,6 @@ use crate::Common;
 const VICTIM: usize = 2;
 /// Concurrent writers, each registering one member at a time with a short pause.
 const WRITERS: usize = 4;
-
-/// An acknowledged registration: the member and the version the command API answered.
-struct Acked {
-    member_id: String,
-    version: i64,
-}
 
 pub async fn run(common: Common, script: &Path, phase: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(&common.work_dir)?;
@@ -114,7 +108,7 @@ async fn drill_in(
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
                 let card = format!("{:012}", 300_000_000_000u64 + n * WRITERS as u64 + w as u64);
-                match register(&client, &url, &card).await {
+                match register_card(&client, &url, &card, None).await {
                     Ok(a) => acked.lock().expect("acked").push(a),
                     Err(e) => failed
                         .lock()
@@ -279,24 +273,6 @@ async fn drill_in(
          broker restarted, 1 phase; topic with replication factor 3, min.insync.replicas 2, acks=all"
     ));
     Ok(())
-}
-
-async fn register(client: &reqwest::Client, url: &str, card: &str) -> anyhow::Result<Acked> {
-    let r = client
-        .post(url)
-        .bearer_auth("local-writer-key")
-        .json(&json!({"identities": [{"kind": "elong_card", "value": card}]}))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().as_u16() == 201, "register: {}", r.status());
-    let v: serde_json::Value = r.json().await?;
-    Ok(Acked {
-        member_id: v["member_id"]
-            .as_str()
-            .context("member_id in the response")?
-            .to_owned(),
-        version: v["version"].as_i64().context("version in the response")?,
-    })
 }
 
 type Stalls = (Duration, BTreeMap<&'static str, Duration>, u64);

@@ -19,6 +19,7 @@ mod private_redis;
 mod projectors;
 mod query;
 mod rebuild;
+mod register;
 mod relay;
 mod report;
 mod run;
