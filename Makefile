@@ -77,7 +77,7 @@ run-centers: stack-up ## The two-center topology on this machine (root): pg-ha.s
 PG_HA_DIR ?= $(CURDIR)/.stack/pg-ha
 PG_HA_PORT ?= 25400
 
-pg-ha-up: ## Start the two-center event store in PG_HA_DIR (default .stack/pg-ha; installs patroni, etcd-server, haproxy); prints its endpoints
+pg-ha-up: ## Start the two-center event store in PG_HA_DIR (default .stack/pg-ha; installs Patroni from PyPI, etcd-server, haproxy); prints its endpoints
 	@$(CURDIR)/scripts/pg-ha.sh up $(PG_HA_DIR) $(PG_HA_PORT)
 	@echo "A: $$($(CURDIR)/scripts/pg-ha.sh url $(PG_HA_DIR) a)"
 	@echo "B: $$($(CURDIR)/scripts/pg-ha.sh url $(PG_HA_DIR) b)"
