@@ -304,3 +304,140 @@ async fn events_of_other_aggregates_are_skipped_and_passed() {
     assert_eq!(reads, 5, "four member events and the other one");
     assert_eq!(from, head);
 }
+
+/// The relay keeps the fold it last published of each member and continues it with the next
+/// batch instead of reading the member's history again. Every record must be the one a relay
+/// folding whole histories builds: when the kept fold continues (consecutive batches), when
+/// there is none (a new relay starting mid-member), and when it is ahead of the batch (the same
+/// batches published again after the checkpoint went back, as after a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_kept_folds_are_the_records_of_whole_histories() {
+    use member_domain::UnbindReason;
+
+    let pool = fresh_event_store().await;
+    let commands = CommandService::new(pool.clone(), member_tests::vault());
+    let members: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for (i, member) in members.iter().enumerate() {
+        commands
+            .execute(
+                *member,
+                register(&format!("kept-{i}-{}", member.simple())),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    // Interleaved, so that batches of three cut through every member's history.
+    let tag = Uuid::now_v7().simple().to_string();
+    for (round, kind) in ["elong_account", "elong_card", "wechat_unionid"]
+        .into_iter()
+        .enumerate()
+    {
+        for (i, member) in members.iter().enumerate() {
+            let value = match kind {
+                "elong_card" => format!("{}{i}{round}", 10_000_000 + rand_digits(&tag)),
+                "wechat_unionid" => format!("oUnion_kept_{tag}_{i}"),
+                _ => format!("kept_{}_{i}_{round}", &tag[..12]),
+            };
+            let identity = Identity::parse(kind, &value, None, None).unwrap();
+            commands
+                .execute(*member, MemberCommand::BindIdentity { identity }, None)
+                .await
+                .unwrap();
+        }
+    }
+    let unbound = Identity::parse(
+        "elong_account",
+        &format!("kept_{}_0_0", &tag[..12]),
+        None,
+        None,
+    )
+    .unwrap();
+    commands
+        .execute(
+            members[0],
+            MemberCommand::UnbindIdentity {
+                key: unbound.key(),
+                reason: UnbindReason::MemberRequest,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let stored = stored_events(&pool).await;
+    let settings = RelaySettings {
+        batch_size: 3,
+        idle_poll_ms: 10,
+    };
+
+    // One relay, batch after batch: each continues the folds the previous one kept.
+    let kept = test_topic(1);
+    member_infra::kafka::ensure_topic(&kept, &kept.topic)
+        .await
+        .unwrap();
+    let relay = Relay::new(
+        &kept.topic,
+        pool.clone(),
+        &kept,
+        &settings,
+        member_tests::vault(),
+    )
+    .unwrap();
+    assert_eq!(drain_until(&relay, stored.len()).await, stored.len());
+    // The checkpoint goes back: the same relay publishes everything again, its kept folds now
+    // ahead of every batch.
+    sqlx::query("DELETE FROM relay_checkpoints WHERE name = $1")
+        .bind(&kept.topic)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(drain_until(&relay, stored.len()).await, stored.len());
+
+    // A new relay for every batch: nothing kept, each batch folds histories.
+    let fresh = test_topic(1);
+    member_infra::kafka::ensure_topic(&fresh, &fresh.topic)
+        .await
+        .unwrap();
+    let mut published = 0;
+    while published < stored.len() {
+        let relay = Relay::new(
+            &fresh.topic,
+            pool.clone(),
+            &fresh,
+            &settings,
+            member_tests::vault(),
+        )
+        .unwrap();
+        let n = relay.step().await.expect("relay step");
+        assert!(n > 0, "events wait below an open transaction");
+        published += n;
+    }
+
+    let twice = read_topic(&kept, 2 * stored.len(), Duration::from_secs(60)).await;
+    let once = read_topic(&fresh, stored.len(), Duration::from_secs(60)).await;
+    assert_eq!(twice.len(), 2 * stored.len());
+    assert_complete(&stored, &once);
+    let expected: std::collections::HashMap<(Uuid, u64), serde_json::Value> = once
+        .iter()
+        .map(|r| {
+            (
+                (r.event.member_id, r.event.version),
+                serde_json::to_value(r).unwrap(),
+            )
+        })
+        .collect();
+    for record in &twice {
+        assert_eq!(
+            Some(&serde_json::to_value(record).unwrap()),
+            expected.get(&(record.event.member_id, record.event.version)),
+            "the record of {} version {}",
+            record.event.member_id,
+            record.event.version
+        );
+    }
+}
+
+/// Six digits from a test's tag, so that card numbers differ between runs on the shared stack.
+fn rand_digits(tag: &str) -> u64 {
+    u64::from_str_radix(&tag[tag.len() - 8..], 16).unwrap() % 1_000_000
+}

@@ -48,6 +48,7 @@ pub struct Relay {
     name: String,
     reader: EventStoreReader,
     publisher: Publisher,
+    folds: records::Folds,
     batch_size: u32,
     idle_poll: Duration,
     /// When the lag was last counted: counting is a range scan, done at most once a second.
@@ -69,6 +70,7 @@ impl Relay {
             name: name.to_owned(),
             reader: EventStoreReader::new(pool, vault),
             publisher: Publisher::new(kafka)?,
+            folds: records::Folds::new(records::KEPT_FOLDS),
             batch_size: settings.batch_size,
             idle_poll: Duration::from_millis(settings.idle_poll_ms),
             lag_counted: std::sync::Mutex::new(None),
@@ -102,7 +104,7 @@ impl Relay {
         let records = if read.events.is_empty() {
             Vec::new()
         } else {
-            records::build(&self.reader, &read.events).await?
+            records::build(&self.reader, &self.folds, &read.events).await?
         };
         Ok(Some(Batch {
             to,
