@@ -236,9 +236,24 @@ pub async fn alone(
     clients: usize,
     seconds: u64,
 ) -> anyhow::Result<()> {
+    let cpu = crate::cpu::snapshot();
     let (baseline, line) = pgbench.run(clients, seconds)?;
+    let pgbench_cpu = cpu.since();
     report.command(line);
+    let cpu = crate::cpu::snapshot();
     let run = load(command_api, work_dir, clients, seconds, 0, report)?;
+    let commands_cpu = cpu.since();
+    // Where the time goes: PostgreSQL's CPU per command against per pgbench transaction.
+    let per = |split: &crate::cpu::Split, rate: f64| {
+        1e6 * split.seconds("postgres") / (rate * seconds as f64).max(1.0)
+    };
+    report.note(format!(
+        "command API alone, {clients} clients: postgres {:.0} µs of CPU per command, {:.0} µs per \
+         pgbench transaction; CPU by process during the commands: {commands_cpu}; during pgbench: \
+         {pgbench_cpu}",
+        per(&commands_cpu, run.rps),
+        per(&pgbench_cpu, baseline),
+    ));
     let title =
         format!("bind commands, {clients} clients, command API alone (no relay/projectors)");
     report.row(row(title, &run, baseline).target(

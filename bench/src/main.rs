@@ -5,6 +5,7 @@
 
 mod centers_drill;
 mod commands;
+mod cpu;
 mod crypto;
 mod drill;
 mod freshness;

@@ -69,6 +69,7 @@ pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
             format!("seed --bulk, {members} members"),
             format!("{seed:.0} s ({})", rate(members as f64 / seed)),
         ));
+        let cpu = crate::cpu::snapshot();
         let (rebuild, output) = timed_output(
             &mut report,
             &env,
@@ -77,6 +78,11 @@ pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
             "rebuild",
         )
         .await?;
+        // The rebuild's `member` is this process's child: its time is in the children's group.
+        report.note(format!(
+            "rebuild: CPU by process (the rebuild's `member` among member-bench's children): {}",
+            cpu.since()
+        ));
         // The JSON report is the last thing on stdout (the log also holds stderr).
         let json = output
             .rfind("\n{")

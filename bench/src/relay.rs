@@ -134,6 +134,7 @@ pub async fn run_relay(
     member_infra::kafka::ensure_topic(&kafka, topic).await?;
     let mut envs = env.member_env();
     envs.push(("MEMBER__KAFKA__TOPIC".into(), topic.to_owned()));
+    let cpu = crate::cpu::snapshot();
     let started = Instant::now();
     let relay = MemberProcess::spawn(
         member_bin,
@@ -164,7 +165,9 @@ pub async fn run_relay(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let cpu = cpu.since();
     relay.stop().await?;
+    report.note(format!("relay: CPU by process while it published: {cpu}"));
     let (t0, n0) = first.unwrap_or((started, 0));
     let span = done.duration_since(t0).as_secs_f64();
     let rate = if span > 0.0 && events > n0 {
