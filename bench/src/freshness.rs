@@ -6,7 +6,8 @@
 //! Each store is read in rounds, 2 ms apart, for every command it does not show yet and that is
 //! due (read again after a fifth of its age, 5-100 ms), so a command is never counted as visible
 //! earlier than it was (a late check can only make the figure worse, by at most a fifth or
-//! 100 ms). Until 2026-12-04 22:00 every round read every pending command, and the watchers' own
+//! 100 ms). A command's time is taken when the read that saw it returned (until 2026-12-05, when
+//! the round's slowest read did). Until 2026-12-04 22:00 every round read every pending command, and the watchers' own
 //! reads loaded the Elasticsearch clusters they measured.
 //! Until 2026-12-04 17:30 one watcher per store took the commands in turn and, with
 //! Elasticsearch's two-request lookups on a loaded machine, measured its own backlog; until 17:50
@@ -86,19 +87,26 @@ async fn watch(
                 due
             })
             .collect();
-        let seen: Vec<bool> =
+        // Each read's time is taken when that read returns, not when the round's slowest one
+        // does: the round waits for all of them, and counting that wait (an Elasticsearch lookup
+        // is two requests, slow on a loaded machine) charged the other stores' reads with it.
+        let seen: Vec<Option<Duration>> =
             futures::future::join_all(pending.iter().zip(&due).map(|((_, acked), due)| {
                 let reader = reader.clone();
                 async move {
-                    *due && matches!(reader.by_identity(&acked.key).await,
-                        Ok(Some(doc)) if doc.version >= acked.version)
+                    if !*due {
+                        return None;
+                    }
+                    let read = reader.by_identity(&acked.key).await;
+                    let age = acked.at.elapsed();
+                    matches!(read, Ok(Some(doc)) if doc.version >= acked.version).then_some(age)
                 }
             }))
             .await;
         let mut still = Vec::with_capacity(pending.len());
         for ((next, acked), seen) in pending.into_iter().zip(seen) {
-            if seen {
-                latency.record(acked.at.elapsed());
+            if let Some(age) = seen {
+                latency.record(age);
             } else if acked.at.elapsed() > Duration::from_secs(30) {
                 unseen += 1;
             } else {
