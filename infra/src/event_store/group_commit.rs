@@ -36,9 +36,11 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 /// batch that fails is written again command by command.
 pub const MAX_BATCH_ROWS: usize = 64;
 
-/// How many batches are written at once by default (each on its own connection). Two cores run
-/// PostgreSQL's backends; a few statements in flight keep them busy while others travel.
-pub const DEFAULT_WRITERS: usize = 4;
+/// How many batches are written at once by default (each on its own connection): one per core of
+/// the event store's machine. More writers make smaller batches, so more statements for the same
+/// commands: on 2 cores, 2 writers carried 25-33% more commands than 4 (docs/benchmarks.md,
+/// 2026-12-05).
+pub const DEFAULT_WRITERS: usize = 2;
 
 /// Payload and metadata pass through `jsonb`, so they are stored in the normalized text
 /// postgres-es (which binds `jsonb`) and `seed --bulk` store.
