@@ -87,11 +87,8 @@ impl Snapshot {
         let now = snapshot();
         let mut by_label: BTreeMap<String, i64> = BTreeMap::new();
         for (pid, (label, ticks)) in &now.ticks {
-            let before = self
-                .ticks
-                .get(pid)
-                .filter(|(l, _)| l == label)
-                .map_or(0, |(_, t)| *t);
+            // By pid alone: a kernel worker's name changes with its work item.
+            let before = self.ticks.get(pid).map_or(0, |(_, t)| *t);
             *by_label.entry(label.clone()).or_default() += *ticks as i64 - before as i64;
         }
         *by_label.entry(CHILDREN.to_owned()).or_default() +=

@@ -40,14 +40,27 @@ struct Acked {
 /// every 2 ms (and then every 20 ms) made the watchers' own lookups most of what three one-node
 /// Elasticsearch clusters on two cores did (at 50 commands/s and a second to visibility, thousands
 /// of lookups/s per cluster, each two requests), and the figure measured that load.
-fn next_read(age: Duration) -> Duration {
-    (age / 5).clamp(Duration::from_millis(5), Duration::from_millis(100))
+fn next_read(age: Duration, floor: Duration) -> Duration {
+    (age / 5).clamp(floor, Duration::from_millis(100).max(floor))
+}
+
+/// The shortest time between two reads of one pending command: `BENCH_FRESHNESS_MIN_READ_MS`,
+/// 5 ms by default.
+fn read_floor() -> Duration {
+    Duration::from_millis(
+        std::env::var("BENCH_FRESHNESS_MIN_READ_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    )
 }
 
 async fn watch(
     reader: Arc<dyn MemberReader>,
     mut rx: mpsc::UnboundedReceiver<Acked>,
-) -> (Latency, u64) {
+) -> (Latency, u64, u64) {
+    let floor = read_floor();
+    let mut reads = 0u64;
     // Rounds over every command the store does not show yet, all of them read at once, 2 ms
     // apart. One watcher taking the commands in turn falls behind as soon as a read takes longer
     // than the gap between two commands (an Elasticsearch lookup is two requests) and then
@@ -82,7 +95,8 @@ async fn watch(
             .map(|(next, acked)| {
                 let due = *next <= now;
                 if due {
-                    *next = now + next_read(now - acked.at);
+                    *next = now + next_read(now - acked.at, floor);
+                    reads += 1;
                 }
                 due
             })
@@ -116,7 +130,7 @@ async fn watch(
         pending = still;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    (latency, unseen)
+    (latency, unseen, reads)
 }
 
 pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow::Result<()> {
@@ -170,6 +184,7 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
         watchers.push((*target, tokio::spawn(watch(reader.clone(), rx))));
     }
     let senders = Arc::new(senders);
+    let cpu = crate::cpu::snapshot();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     let mut commands = Vec::new();
     let end = Instant::now() + Duration::from_secs(seconds);
@@ -215,10 +230,13 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
         }
     }
     drop(senders);
+    let cpu = cpu.since();
     let mut worst = 0.0f64;
     let mut parts = Vec::new();
+    let mut reads_by_store = Vec::new();
     for (target, w) in watchers {
-        let (latency, unseen) = w.await?;
+        let (latency, unseen, reads) = w.await?;
+        reads_by_store.push(format!("{} {reads}", target.as_str()));
         worst = worst.max(latency.ms(0.99));
         parts.push(format!(
             "{} p50 {:.0} / p99 {:.0} ms{}",
@@ -249,6 +267,12 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
          (5-100 ms)",
         env.config_file.display(),
         env.settings.search.refresh_ms,
+    ));
+    report.note(format!(
+        "freshness: the watchers' reads by store (each a lookup by identity through the \
+         store's reader; an Elasticsearch lookup is two requests): {}; CPU by process while \
+         measured: {cpu}",
+        reads_by_store.join(", ")
     ));
     if failed > 0 {
         report.note(format!("freshness: {failed} of {n} commands failed"));
