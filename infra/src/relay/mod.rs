@@ -93,7 +93,29 @@ impl Relay {
 
     /// The next batch after `from` with its records built, `None` when there is none yet.
     async fn read(&self, from: Checkpoint) -> Result<Option<Batch>, RelayError> {
-        let read = self.reader.next_batch(from, self.batch_size).await?;
+        self.read_ahead(from, &mut None).await
+    }
+
+    /// [`read`](Self::read), taking the events from `ahead` when it is the read that starts at
+    /// `from`, and, when the batch came back full (more are likely waiting), starting the next
+    /// read into `ahead`: it runs on another worker while this batch's records are built and
+    /// enqueued, so reading the store (with opening the sealed values) and building records
+    /// overlap: 458,734 events in 6.6-6.9 s instead of 7.8-7.9 s (docs/benchmarks.md, 2026-12-05).
+    async fn read_ahead(
+        &self,
+        from: Checkpoint,
+        ahead: &mut Option<ReadAhead>,
+    ) -> Result<Option<Batch>, RelayError> {
+        let read = match ahead.take() {
+            Some(next) if next.from == from => next.read().await?,
+            _ => self.reader.next_batch(from, self.batch_size).await?,
+        };
+        if let Some(to) = read
+            .last
+            .filter(|_| read.scanned >= self.batch_size as usize)
+        {
+            *ahead = Some(ReadAhead::start(&self.reader, to, self.batch_size));
+        }
         let Some(to) = read.last else {
             metrics::gauge!("member_relay_lag_events").set(0.0);
             metrics::gauge!("member_relay_lag_seconds").set(0.0);
@@ -272,9 +294,13 @@ impl Relay {
     ) -> Result<(), RelayError> {
         let mut cursor = Checkpoint::load(self.reader.pool(), &self.name).await?;
         let mut in_flight: VecDeque<(Batch, Deliveries)> = VecDeque::new();
+        let mut ahead: Option<ReadAhead> = None;
         loop {
             if !shutdown.fired() && in_flight.len() < IN_FLIGHT_BATCHES {
-                if let Some(read) = shutdown.unless_fired(self.read(cursor)).await {
+                if let Some(read) = shutdown
+                    .unless_fired(self.read_ahead(cursor, &mut ahead))
+                    .await
+                {
                     if let Some(batch) = read? {
                         let deliveries = self.publisher.enqueue(&batch.records).await?;
                         cursor = batch.to;
@@ -297,6 +323,36 @@ impl Relay {
                 None => shutdown.sleep(self.idle_poll).await,
             }
         }
+    }
+}
+
+/// A read of the event store started ahead, on its own task. Dropped (the relay stopped, or
+/// failed and starts again from its stored checkpoint), it is aborted.
+struct ReadAhead {
+    from: Checkpoint,
+    task: tokio::task::JoinHandle<Result<ReadBatch, sqlx::Error>>,
+}
+
+impl ReadAhead {
+    fn start(reader: &EventStoreReader, from: Checkpoint, limit: u32) -> Self {
+        let reader = reader.clone();
+        Self {
+            from,
+            task: tokio::spawn(async move { reader.next_batch(from, limit).await }),
+        }
+    }
+
+    async fn read(mut self) -> Result<ReadBatch, RelayError> {
+        match (&mut self.task).await {
+            Ok(read) => Ok(read?),
+            Err(e) => Err(RelayError::Corrupt(format!("the read ahead ended: {e}"))),
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

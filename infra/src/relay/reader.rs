@@ -19,6 +19,8 @@ pub struct ReadBatch {
     /// The last event scanned, of any aggregate type: where the next read starts once this
     /// batch is published. `None` when nothing new has committed.
     pub last: Option<Checkpoint>,
+    /// How many events were scanned, of any aggregate type (the read's limit when more may wait).
+    pub scanned: usize,
 }
 
 /// One stored event, as the relay reads it.
@@ -135,6 +137,7 @@ impl EventStoreReader {
         let mut batch = ReadBatch {
             events: Vec::with_capacity(rows.len()),
             last: None,
+            scanned: rows.len(),
         };
         for row in rows {
             let txid: u64 = row
