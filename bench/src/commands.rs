@@ -203,7 +203,12 @@ pub async fn bench(
     for (step, &c) in concurrencies.iter().enumerate() {
         let (baseline, line) = pgbench.run(c, seconds)?;
         report.command(line);
+        let cpu = crate::cpu::snapshot();
         let run = load(&command_api, &env.dir, c, seconds, step, report)?;
+        report.note(format!(
+            "bind commands at {c} clients under `member run`: CPU by process: {}",
+            cpu.since()
+        ));
         // Here the relay, the broker, six projectors and the query API share the two cores with
         // PostgreSQL and the load generator, while pgbench had them to itself: issue 24 asks for
         // half of pgbench's rate (the row `alone` adds measures the command path as the baseline
@@ -228,12 +233,14 @@ pub async fn bench(
 
 /// The command path without the rest of the pipeline: `member serve command-api` alone over its
 /// own fresh event store (no relay, broker traffic or projectors competing for the 2 cores).
+/// `step` numbers the runs against one store: each run's identities are its own (two runs of
+/// one step would bind the same values, and the second would be refused `409`).
 pub async fn alone(
     report: &mut Report,
     command_api: &str,
     work_dir: &Path,
     pgbench: &Pgbench,
-    clients: usize,
+    (clients, step): (usize, usize),
     seconds: u64,
 ) -> anyhow::Result<()> {
     let cpu = crate::cpu::snapshot();
@@ -241,7 +248,7 @@ pub async fn alone(
     let pgbench_cpu = cpu.since();
     report.command(line);
     let cpu = crate::cpu::snapshot();
-    let run = load(command_api, work_dir, clients, seconds, 0, report)?;
+    let run = load(command_api, work_dir, clients, seconds, step, report)?;
     let commands_cpu = cpu.since();
     // Where the time goes: PostgreSQL's CPU per command against per pgbench transaction.
     let per = |split: &crate::cpu::Split, rate: f64| {

@@ -177,13 +177,13 @@ async fn measure(
                     .wait_healthy(&format!("http://{listen}/healthz"), Duration::from_secs(60))
                     .await?;
                 // Issue 24 asks for 16 and 64 clients.
-                for clients in [16, 64] {
+                for (step, clients) in [16, 64].into_iter().enumerate() {
                     crate::commands::alone(
                         report,
                         &format!("http://{listen}"),
                         &env.dir,
                         &pgbench,
-                        clients,
+                        (clients, step),
                         seconds,
                     )
                     .await?;
