@@ -42,6 +42,9 @@ pub enum RelayError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("event store holds an event this build cannot read: {0}")]
     Corrupt(String),
+    /// The task reading ahead panicked or was cancelled; retried from the stored checkpoint.
+    #[error("the read ahead ended without a result: {0}")]
+    ReadAhead(#[from] tokio::task::JoinError),
 }
 
 pub struct Relay {
@@ -343,10 +346,7 @@ impl ReadAhead {
     }
 
     async fn read(mut self) -> Result<ReadBatch, RelayError> {
-        match (&mut self.task).await {
-            Ok(read) => Ok(read?),
-            Err(e) => Err(RelayError::Corrupt(format!("the read ahead ended: {e}"))),
-        }
+        Ok((&mut self.task).await??)
     }
 }
 

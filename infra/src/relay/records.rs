@@ -31,9 +31,19 @@ pub(super) const KEPT_FOLDS: u64 = 20_000;
 #[derive(Clone)]
 pub(super) struct Folds(moka::sync::Cache<Uuid, Arc<MemberFold>>);
 
+/// How long a fold is kept after its last use. A fold holds the member's identity values in
+/// plaintext; a member erased while another relay held the lease would otherwise keep them here
+/// until evicted.
+const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Folds {
     pub(super) fn new(capacity: u64) -> Self {
-        Self(moka::sync::Cache::new(capacity))
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(KEPT_FOR)
+                .build(),
+        )
     }
 
     fn at(&self, member: &Uuid, version: u64) -> Option<MemberFold> {
