@@ -7,8 +7,8 @@
 //! due (read again after a fifth of its age, 5-100 ms), so a command is never counted as visible
 //! earlier than it was (a late check can only make the figure worse, by at most a fifth or
 //! 100 ms). A command's time is taken when the read that saw it returned (until 2026-12-05, when
-//! the round's slowest read did). Until 2026-12-04 22:00 every round read every pending command, and the watchers' own
-//! reads loaded the Elasticsearch clusters they measured.
+//! the round's slowest read did). Until 2026-12-04 22:00 every round read every pending command,
+//! and the watchers' own reads loaded the Elasticsearch clusters they measured.
 //! Until 2026-12-04 17:30 one watcher per store took the commands in turn and, with
 //! Elasticsearch's two-request lookups on a loaded machine, measured its own backlog; until 17:50
 //! each command had a poller of its own, whose reads loaded the stores they measured. The clock
