@@ -44,24 +44,43 @@ async fn drain_until(relay: &Relay, expected: usize) -> usize {
     total + drain(relay).await
 }
 
-#[tokio::test]
-async fn a_transaction_committing_late_is_never_skipped() {
-    let pool = fresh_event_store().await;
-    let kafka = test_topic(3);
+/// A new topic of `partitions` partitions, created on the broker.
+async fn new_topic(partitions: u32) -> member_infra::config::KafkaSettings {
+    let kafka = test_topic(partitions);
     member_infra::kafka::ensure_topic(&kafka, &kafka.topic)
         .await
         .unwrap();
-    let relay = Relay::new(
+    kafka
+}
+
+/// A relay publishing the store of `pool` to `kafka`'s topic (its checkpoint named after it).
+fn relay_to(
+    kafka: &member_infra::config::KafkaSettings,
+    pool: &sqlx::PgPool,
+    settings: &RelaySettings,
+) -> Relay {
+    Relay::new(
         &kafka.topic,
         pool.clone(),
+        kafka,
+        settings,
+        member_tests::vault(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_transaction_committing_late_is_never_skipped() {
+    let pool = fresh_event_store().await;
+    let kafka = new_topic(3).await;
+    let relay = relay_to(
         &kafka,
+        &pool,
         &RelaySettings {
             batch_size: 2,
             idle_poll_ms: 10,
         },
-        member_tests::vault(),
-    )
-    .unwrap();
+    );
     let commands = CommandService::new(pool.clone(), member_tests::vault());
 
     commands
@@ -371,18 +390,8 @@ async fn records_from_kept_folds_are_the_records_of_whole_histories() {
     };
 
     // One relay, batch after batch: each continues the folds the previous one kept.
-    let kept = test_topic(1);
-    member_infra::kafka::ensure_topic(&kept, &kept.topic)
-        .await
-        .unwrap();
-    let relay = Relay::new(
-        &kept.topic,
-        pool.clone(),
-        &kept,
-        &settings,
-        member_tests::vault(),
-    )
-    .unwrap();
+    let kept = new_topic(1).await;
+    let relay = relay_to(&kept, &pool, &settings);
     assert_eq!(drain_until(&relay, stored.len()).await, stored.len());
     // The checkpoint goes back: the same relay publishes everything again, its kept folds now
     // ahead of every batch.
@@ -394,20 +403,10 @@ async fn records_from_kept_folds_are_the_records_of_whole_histories() {
     assert_eq!(drain_until(&relay, stored.len()).await, stored.len());
 
     // A new relay for every batch: nothing kept, each batch folds histories.
-    let fresh = test_topic(1);
-    member_infra::kafka::ensure_topic(&fresh, &fresh.topic)
-        .await
-        .unwrap();
+    let fresh = new_topic(1).await;
     let mut published = 0;
     while published < stored.len() {
-        let relay = Relay::new(
-            &fresh.topic,
-            pool.clone(),
-            &fresh,
-            &settings,
-            member_tests::vault(),
-        )
-        .unwrap();
+        let relay = relay_to(&fresh, &pool, &settings);
         let n = relay.step().await.expect("relay step");
         assert!(n > 0, "events wait below an open transaction");
         published += n;
