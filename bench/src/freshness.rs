@@ -45,21 +45,23 @@ fn next_read(age: Duration, floor: Duration) -> Duration {
 }
 
 /// The shortest time between two reads of one pending command: `BENCH_FRESHNESS_MIN_READ_MS`,
-/// 5 ms by default.
-fn read_floor() -> Duration {
-    Duration::from_millis(
-        std::env::var("BENCH_FRESHNESS_MIN_READ_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(5),
-    )
+/// 5 ms by default; anything but a whole number of milliseconds is refused.
+fn read_floor() -> anyhow::Result<Duration> {
+    match std::env::var("BENCH_FRESHNESS_MIN_READ_MS") {
+        Err(_) => Ok(Duration::from_millis(5)),
+        Ok(v) => v.trim().parse().map(Duration::from_millis).map_err(|_| {
+            anyhow::anyhow!(
+                "BENCH_FRESHNESS_MIN_READ_MS must be a whole number of milliseconds, not {v:?}"
+            )
+        }),
+    }
 }
 
 async fn watch(
     reader: Arc<dyn MemberReader>,
     mut rx: mpsc::UnboundedReceiver<Acked>,
+    floor: Duration,
 ) -> (Latency, u64, u64) {
-    let floor = read_floor();
     let mut reads = 0u64;
     // Rounds over every command the store does not show yet, all of them read at once, 2 ms
     // apart. One watcher taking the commands in turn falls behind as soon as a read takes longer
@@ -134,6 +136,7 @@ async fn watch(
 }
 
 pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow::Result<()> {
+    let floor = read_floor()?;
     let app = App::build(&env.settings, &Role::all()).await?;
     let readers: BTreeMap<Target, Arc<dyn MemberReader>> =
         app.stores().iter().map(|(t, s)| (*t, s.reader())).collect();
@@ -181,7 +184,7 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
     for (target, reader) in &readers {
         let (tx, rx) = mpsc::unbounded_channel();
         senders.push(tx);
-        watchers.push((*target, tokio::spawn(watch(reader.clone(), rx))));
+        watchers.push((*target, tokio::spawn(watch(reader.clone(), rx, floor))));
     }
     let senders = Arc::new(senders);
     let cpu = crate::cpu::snapshot();
