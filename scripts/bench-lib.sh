@@ -20,6 +20,32 @@ bench_tools() {
   command -v pgbench >/dev/null 2>&1 || die "pgbench is missing (it ships with PostgreSQL; run make stack-up)"
 }
 
+# BENCH_PROFILE=1: perf (linux-perf) for every process, async-profiler inside the JVMs (from Maven Central,
+# cached under CACHE_DIR), and jcmd to load it; exports what member-bench's profile module reads.
+ASYNC_PROFILER_VERSION="${ASYNC_PROFILER_VERSION:-4.1}"
+bench_profile_tools() {
+  [[ "${BENCH_PROFILE:-0}" == 1 ]] || return 0
+  ensure_cmd perf linux-perf
+  ensure_cmd unzip unzip
+  ensure_java
+  command -v jcmd >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
+  local dir="$CACHE_DIR/async-profiler-$ASYNC_PROFILER_VERSION" jar
+  if [[ ! -f "$dir/linux-x64/libasyncProfiler.so" ]]; then
+    ensure_cmd mvn maven
+    bench_info "fetching async-profiler $ASYNC_PROFILER_VERSION from Maven Central"
+    mkdir -p "$dir"
+    timeout "$APT_TIMEOUT" mvn -B -q dependency:copy \
+      -Dartifact="tools.profiler:async-profiler:$ASYNC_PROFILER_VERSION" -DoutputDirectory="$dir" \
+      || die "async-profiler: mvn dependency:copy failed"
+    jar="$dir/async-profiler-$ASYNC_PROFILER_VERSION.jar"
+    unzip -o -q "$jar" 'linux-x64/libasyncProfiler.so' -d "$dir" || die "async-profiler: no linux-x64 library in $jar"
+  fi
+  export BENCH_ASYNC_PROFILER="$dir/linux-x64/libasyncProfiler.so"
+  export BENCH_PROFILE_DIR="$BENCH_WORK/profiles/$(date -u +%Y%m%d-%H%M%S)"
+  mkdir -p "$BENCH_PROFILE_DIR"
+  bench_info "profiling every timed step into $BENCH_PROFILE_DIR (perf -a; async-profiler in the JVMs)"
+}
+
 bench_build() {
   bench_info "cargo build --release (member, member-bench)"
   (cd "$REPO_DIR" && cargo build --release -p member-api --bin member -p member-bench --bin member-bench)

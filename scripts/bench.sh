@@ -6,6 +6,8 @@
 #   BENCH=all (default) | comma-separated subset of: commands, query, relay, projectors, freshness, sinks, crypto, rebuild
 #   BENCH_SECONDS=10    seconds per timed step (about 8 minutes in all at 10)
 #   BENCH_REBUILD_MEMBERS=1000000
+#   BENCH_PROFILE=1     flame graphs of every timed step (perf -a, async-profiler in the JVMs) under
+#                       target/bench/profiles/, and a note per step naming where the time went
 set -euo pipefail
 
 # shellcheck source=scripts/bench-lib.sh
@@ -38,6 +40,7 @@ bench_rebuild() {
 main() {
   bench_tools
   "$REPO_DIR/scripts/stack.sh" up
+  bench_profile_tools
   bench_build
   bench_drop_leftover_indices
   mkdir -p "$BENCH_WORK"

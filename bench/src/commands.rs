@@ -9,6 +9,7 @@
 //! system it measured (wrk took 4% of the machine under this load in a `perf` profile).
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -203,12 +204,15 @@ pub async fn bench(
     for (step, &c) in concurrencies.iter().enumerate() {
         let (baseline, line) = pgbench.run(c, seconds)?;
         report.command(line);
+        let name = format!("bind commands, {c} clients, under member run");
+        let profile = crate::profile::start(report, &name, Duration::from_secs(seconds));
         let cpu = crate::cpu::snapshot();
         let run = load(&command_api, &env.dir, c, seconds, step, report)?;
         report.note(format!(
             "bind commands at {c} clients under `member run`: CPU by process: {}",
             cpu.since()
         ));
+        crate::profile::finish(report, profile);
         // Here the relay, the broker, six projectors and the query API share the two cores with
         // PostgreSQL and the load generator, while pgbench had them to itself: issue 24 asks for
         // half of pgbench's rate (the row `alone` adds measures the command path as the baseline
@@ -247,9 +251,12 @@ pub async fn alone(
     let (baseline, line) = pgbench.run(clients, seconds)?;
     let pgbench_cpu = cpu.since();
     report.command(line);
+    let name = format!("bind commands, {clients} clients, command API alone");
+    let profile = crate::profile::start(report, &name, Duration::from_secs(seconds));
     let cpu = crate::cpu::snapshot();
     let run = load(command_api, work_dir, clients, seconds, step, report)?;
     let commands_cpu = cpu.since();
+    crate::profile::finish(report, profile);
     // Where the time goes: PostgreSQL's CPU per command against per pgbench transaction.
     let per = |split: &crate::cpu::Split, rate: f64| {
         1e6 * split.seconds("postgres") / (rate * seconds as f64).max(1.0)

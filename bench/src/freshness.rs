@@ -187,6 +187,7 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
         watchers.push((*target, tokio::spawn(watch(reader.clone(), rx, floor))));
     }
     let senders = Arc::new(senders);
+    let profile = crate::profile::start(report, "freshness", Duration::from_secs(seconds));
     let cpu = crate::cpu::snapshot();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     let mut commands = Vec::new();
@@ -234,6 +235,7 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
     }
     drop(senders);
     let cpu = cpu.since();
+    crate::profile::finish(report, profile);
     let mut worst = 0.0f64;
     let mut parts = Vec::new();
     let mut reads_by_store = Vec::new();

@@ -17,6 +17,7 @@ mod one_get;
 mod open_loop;
 mod private_broker;
 mod private_redis;
+mod profile;
 mod projectors;
 mod query;
 mod rebuild;

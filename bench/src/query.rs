@@ -495,14 +495,24 @@ pub async fn bench(
     let baseline = Baseline::start(one_get_bin, env, report).await?;
     let mut base_rows = Vec::new();
     for case in CASES {
+        let name = format!(
+            "lookups {} {}, one-GET server",
+            case.0.label(),
+            case.1.label()
+        );
+        let profile = crate::profile::start(report, &name, Duration::from_secs(seconds));
         base_rows.push(wrk(&baseline.base, &workload, case, seconds, report)?);
+        crate::profile::finish(report, profile);
     }
     let rate = fixed_rate()?;
     let base_fixed_load = load();
     let base_fixed = fixed(&baseline.base, &identity_paths, rate, seconds, report).await?;
     drop(baseline);
     for (case, base) in CASES.into_iter().zip(&base_rows) {
+        let name = format!("lookups {} {}, member run", case.0.label(), case.1.label());
+        let profile = crate::profile::start(report, &name, Duration::from_secs(seconds));
         let ours = wrk(&env.query_url(""), &workload, case, seconds, report)?;
+        crate::profile::finish(report, profile);
         report.row(lookup_row(
             format!(
                 "lookups {}, {} over {} members, warm (wrk, 64 connections)",

@@ -69,6 +69,9 @@ pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
             format!("seed --bulk, {members} members"),
             format!("{seed:.0} s ({})", rate(members as f64 / seed)),
         ));
+        // About 3,000 members a second on the 2-core machine, for the sampling rate.
+        let expected = std::time::Duration::from_secs(members / 3_000 + 10);
+        let profile = crate::profile::start(&mut report, "rebuild", expected);
         let cpu = crate::cpu::snapshot();
         let (rebuild, output) = timed_output(
             &mut report,
@@ -83,6 +86,7 @@ pub async fn run(common: Common, members: u64) -> anyhow::Result<()> {
             "rebuild: CPU by process (the rebuild's `member` among member-bench's children): {}",
             cpu.since()
         ));
+        crate::profile::finish(&mut report, profile);
         // The JSON report is the last thing on stdout (the log also holds stderr).
         let json = output
             .rfind("\n{")

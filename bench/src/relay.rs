@@ -134,6 +134,7 @@ pub async fn run_relay(
     member_infra::kafka::ensure_topic(&kafka, topic).await?;
     let mut envs = env.member_env();
     envs.push(("MEMBER__KAFKA__TOPIC".into(), topic.to_owned()));
+    let profile = crate::profile::start(report, "relay", Duration::from_secs(10));
     let cpu = crate::cpu::snapshot();
     let started = Instant::now();
     let relay = MemberProcess::spawn(
@@ -166,6 +167,7 @@ pub async fn run_relay(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let cpu = cpu.since();
+    crate::profile::finish(report, profile);
     relay.stop().await?;
     report.note(format!("relay: CPU by process while it published: {cpu}"));
     let (t0, n0) = first.unwrap_or((started, 0));
