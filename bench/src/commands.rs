@@ -143,7 +143,8 @@ impl Pgbench {
         let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url_db).await?;
         sqlx::query(
             "CREATE TABLE bench_insert (id bigserial PRIMARY KEY, member_id uuid NOT NULL, \
-             kind text NOT NULL, value text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+             kind text NOT NULL, value text NOT NULL, at timestamptz NOT NULL DEFAULT now()) \
+             WITH (autovacuum_enabled = false)",
         )
         .execute(&mut conn)
         .await
@@ -188,7 +189,39 @@ impl Pgbench {
             .and_then(|l| l["tps = ".len()..].split_whitespace().next())
             .and_then(|v| v.parse::<f64>().ok())
             .with_context(|| format!("no tps in pgbench output: {text}"))?;
+        self.wait_backends_gone();
         Ok((tps, line))
+    }
+
+    /// Waits (up to 10 s) until pgbench's backends have exited. Their CPU time moves into the
+    /// postmaster's when it reaps them, and the CPU split of the step after pgbench would
+    /// otherwise carry pgbench's PostgreSQL time.
+    fn wait_backends_gone(&self) {
+        let db = self
+            .url_db
+            .rsplit('/')
+            .next()
+            .and_then(|tail| tail.split('?').next())
+            .unwrap_or_default()
+            .to_owned();
+        let backend = |pid: &str| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.starts_with("postgres: ") && cmdline.contains(&format!(" {db} "))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let left = std::fs::read_dir("/proc").is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_str().is_some_and(backend))
+            });
+            if !left {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
