@@ -33,6 +33,9 @@ pub const AGENT_ENV: &str = "BENCH_ASYNC_PROFILER";
 /// and `perf script` unwinds each one afterwards.
 const SAMPLES_PER_STEP: f64 = 8_000.0;
 
+/// A JVM below this share of the machine's busy samples is left out of the note.
+const MIN_NOTED_SHARE: f64 = 0.02;
+
 /// A recording in progress; [`finish`] ends it.
 pub struct Recording {
     name: String,
@@ -159,7 +162,7 @@ impl Recording {
         let mut java = Vec::new();
         if let Some(agent) = &self.agent {
             for jvm in &self.jvms {
-                let file = self.dir.join(format!("{}.collapsed", jvm.label));
+                let file = self.dir.join(format!("{}.collapsed", slug(&jvm.label)));
                 let stop = format!("stop,file={}", file.display());
                 if jcmd_agent(jvm.pid, agent, &stop).is_ok() && file.exists() {
                     java.push((jvm.label.clone(), file));
@@ -188,6 +191,9 @@ impl Recording {
             let _ = std::fs::remove_file(map);
         }
         let folded = folded?;
+        // The raw data is about 16 KiB per sample (100+ MB a step); the folded stacks keep what
+        // the graphs need.
+        let _ = std::fs::remove_file(self.dir.join("perf.data"));
         std::fs::write(self.dir.join("perf.collapsed"), folded.join("\n"))?;
         let title = format!(
             "{}: every process (perf -a, {} Hz)",
@@ -197,7 +203,7 @@ impl Recording {
         let machine = Stacks::new(&folded, |root| root != "idle");
         let idle = Stacks::new(&folded, |_| true).share(|root| root == "idle");
         let mut note = format!(
-            "profile of {} ({:.0} s, perf -a at {} Hz, {:.0}% idle; flame graphs in `{}`): processes: {}; hottest functions: {}; `member` by its innermost own function: {}",
+            "profile of {} ({:.0} s, perf -a at {} Hz, {:.0}% idle; flame graphs in `{}`): busy samples by process: {}; hottest functions: {}; `member` by its innermost own function: {}",
             self.name,
             wall.as_secs_f64(),
             self.frequency,
@@ -222,11 +228,18 @@ impl Recording {
                 &format!("{}: {label} (async-profiler, cpu)", self.name),
                 &svg,
             )?;
+            // Its flame graph is kept; the note names only JVMs with at least 2% of the busy
+            // samples.
+            let share = machine.share(|root| root == label);
+            if share < MIN_NOTED_SHARE {
+                continue;
+            }
             let stacks = Stacks::new(&lines, |_| true);
             note.push_str(&format!(
-                "; {label} (async-profiler, {} samples): {}",
+                "; {label} ({:.0}% of busy samples; async-profiler, {} samples): {}",
+                100.0 * share,
                 stacks.total,
-                stacks.top(Stacks::java_work, 6)
+                stacks.top(Stacks::java_work, 5)
             ));
         }
         note.push_str(" (a profiled run's figures are not comparable with an unprofiled run's)");
