@@ -5,6 +5,7 @@
 #
 # Environment knobs (optional):
 #   MEMBER_ES_HEAP   the heap of each node's JVM   (default: 512m)
+#   MEMBER_ES_JAVA_OPTS  more JVM options for each node, space-separated (default: none)
 
 ES_VERSION="8.14.3"
 ES_HOME="$CACHE_DIR/elasticsearch-$ES_VERSION"
@@ -78,7 +79,11 @@ es_java() {
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true -Dfile.encoding=UTF-8 -Djna.nosys=true \
     -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true -Dio.netty.recycler.maxCapacityPerThread=0 \
     -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true -Des.set.netty.runtime.available.processors=false \
-    "-Djava.io.tmpdir=$home/tmp" -cp "$ES_HOME/classes:$ES_HOME/libs/*" org.elasticsearch.node.LocalStackNode "$home"
+    "-Djava.io.tmpdir=$home/tmp"
+  # Extra JVM options, one word each (e.g. a JIT experiment: -XX:TieredStopAtLevel=1).
+  local opt
+  for opt in ${MEMBER_ES_JAVA_OPTS:-}; do printf '%s\n' "$opt"; done
+  printf '%s\n' -cp "$ES_HOME/classes:$ES_HOME/libs/*" org.elasticsearch.node.LocalStackNode "$home"
 }
 
 # up_elasticsearch SERVICE: start the node unless the cluster answers; wait until it is at least yellow.
