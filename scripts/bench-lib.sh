@@ -28,7 +28,13 @@ bench_profile_tools() {
   ensure_cmd perf linux-perf
   ensure_cmd unzip unzip
   ensure_java
-  command -v jcmd >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
+  # jcmd of the JDK the stack's JVMs run on (the attach protocol is the JVM's own).
+  BENCH_JCMD="$(dirname "$(readlink -f "$JAVA_BIN")")/jcmd"
+  if [[ ! -x "$BENCH_JCMD" && "$JAVA_BIN" == /usr/lib/jvm/java-17-openjdk-amd64/* ]]; then
+    apt_install openjdk-17-jdk-headless
+  fi
+  [[ -x "$BENCH_JCMD" ]] || die "no jcmd beside $JAVA_BIN (install that JDK's jcmd to profile its JVMs)"
+  export BENCH_JCMD
   local dir="$CACHE_DIR/async-profiler-$ASYNC_PROFILER_VERSION" jar
   if [[ ! -f "$dir/linux-x64/libasyncProfiler.so" ]]; then
     ensure_cmd mvn maven

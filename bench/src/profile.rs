@@ -28,6 +28,8 @@ pub const DIR_ENV: &str = "BENCH_PROFILE_DIR";
 /// async-profiler's `libasyncProfiler.so` (fetched from Maven Central by scripts/bench.sh); unset:
 /// the JVMs appear in perf's graph only.
 pub const AGENT_ENV: &str = "BENCH_ASYNC_PROFILER";
+/// The `jcmd` of the JDK the stack's JVMs run on (scripts/bench.sh); unset: `jcmd` on the PATH.
+pub const JCMD_ENV: &str = "BENCH_JCMD";
 
 /// About this many stacks per step whatever its length: perf copies 16 KiB of stack per sample,
 /// and `perf script` unwinds each one afterwards.
@@ -174,7 +176,7 @@ impl Recording {
         let maps: Vec<PathBuf> = jvms()
             .into_iter()
             .filter(|(pid, _)| {
-                Command::new("jcmd")
+                Command::new(jcmd())
                     .args([&pid.to_string(), "Compiler.perfmap"])
                     .stdin(Stdio::null())
                     .output()
@@ -208,7 +210,7 @@ impl Recording {
             wall.as_secs_f64(),
             self.frequency,
             100.0 * idle,
-            self.dir.display(),
+            relative(&self.dir).display(),
             machine.top(Stacks::root, 6),
             machine.top(Stacks::leaf, 8),
             Stacks::new(&folded, |root| root == "member").top(|s| Stacks::innermost(s, |f| f.starts_with("member_")), 6),
@@ -263,36 +265,63 @@ impl Recording {
             script.status
         );
         let mut options = inferno::collapse::perf::Options::default();
-        options.include_pid = true;
+        options.include_tid = true;
         let mut folded = Vec::new();
         inferno::collapse::perf::Folder::from(options)
             .collapse(&script.stdout[..], &mut folded)
             .context("folding perf's stacks")?;
-        Ok(String::from_utf8_lossy(&folded)
-            .lines()
-            .map(|line| relabel(line, &self.labels))
-            .collect())
+        Ok(relabel(&String::from_utf8_lossy(&folded), &self.labels))
     }
 }
 
-/// `comm-PID;frames count` with the process's label for `comm-PID` ("idle" for the idle task).
-fn relabel(line: &str, labels: &HashMap<u32, String>) -> String {
-    let (root, rest) = line.split_once(';').unwrap_or((line, ""));
-    let (comm, pid) = match root.rsplit_once('-') {
-        Some((comm, pid)) => (comm, pid.split(' ').next().and_then(|p| p.parse().ok())),
-        None => (root, None),
-    };
-    let label = match pid {
-        Some(0) => "idle".to_owned(),
-        Some(pid) => labels.get(&pid).cloned().unwrap_or_else(|| comm.to_owned()),
-        None => comm.to_owned(),
-    };
-    if rest.is_empty() {
-        // A stack of the root alone: "comm-PID count".
-        let count = line.rsplit(' ').next().unwrap_or("0");
-        return format!("{label} {count}");
+/// Folded `comm-PID/TID;frames count` lines with the process's label as the root frame ("idle"
+/// for the idle task), identical stacks merged, sorted as inferno expects. A process that
+/// started and ended within the step is named by its main thread's name (TID = PID), not by
+/// the name of the thread sampled.
+fn relabel(folded: &str, labels: &HashMap<u32, String>) -> Vec<String> {
+    let parsed: Vec<(&str, Option<u32>, Option<u32>, &str, u64)> = folded
+        .lines()
+        .filter_map(|line| {
+            let (stack, count) = line.rsplit_once(' ')?;
+            let (root, rest) = stack.split_once(';').unwrap_or((stack, ""));
+            let (comm, ids) = root.rsplit_once('-').unwrap_or((root, ""));
+            let (pid, tid) = ids.split_once('/').unwrap_or((ids, ""));
+            Some((
+                comm,
+                pid.parse().ok(),
+                tid.parse().ok(),
+                rest,
+                count.parse().ok()?,
+            ))
+        })
+        .collect();
+    let main_threads: HashMap<u32, &str> = parsed
+        .iter()
+        .filter(|(_, pid, tid, _, _)| pid.is_some() && pid == tid)
+        .filter_map(|(comm, pid, _, _, _)| Some(((*pid)?, *comm)))
+        .collect();
+    let mut merged: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (comm, pid, _, rest, count) in parsed {
+        let label = match pid {
+            Some(0) => "idle".to_owned(),
+            Some(pid) => labels
+                .get(&pid)
+                .cloned()
+                .or_else(|| main_threads.get(&pid).map(|c| (*c).to_owned()))
+                .unwrap_or_else(|| comm.to_owned()),
+            None => comm.to_owned(),
+        };
+        let stack = if rest.is_empty() {
+            label
+        } else {
+            format!("{label};{rest}")
+        };
+        *merged.entry(stack).or_default() += count;
     }
-    format!("{label};{rest}")
+    merged
+        .into_iter()
+        .map(|(stack, count)| format!("{stack} {count}"))
+        .collect()
 }
 
 /// Folded stacks: frames and a sample count per line.
@@ -411,6 +440,15 @@ fn short(frame: &str) -> String {
     out
 }
 
+/// `path` relative to the working directory (the clone, under `make bench`), as the section
+/// in docs/benchmarks.md should show it.
+fn relative(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
 fn slug(name: &str) -> String {
     let mut slug: String = name
         .chars()
@@ -495,10 +533,14 @@ fn jvms() -> Vec<(u32, String)> {
     jvms
 }
 
+fn jcmd() -> std::ffi::OsString {
+    std::env::var_os(JCMD_ENV).unwrap_or_else(|| "jcmd".into())
+}
+
 /// Loads async-profiler into `pid` with `command` (`jcmd` parses unquoted `a=b` as its own
 /// option, hence the quotes).
 fn jcmd_agent(pid: u32, agent: &Path, command: &str) -> anyhow::Result<()> {
-    let out = Command::new("jcmd")
+    let out = Command::new(jcmd())
         .arg(pid.to_string())
         .arg("JVMTI.agent_load")
         .arg(agent)
@@ -522,15 +564,25 @@ mod tests {
     #[test]
     fn a_perf_root_becomes_its_process_label() {
         let labels = HashMap::from([(42, "member".to_owned())]);
+        let folded = "tokio-runtime-w-42/43;main;member_api::run 7\n\
+                      member-42/42;main;member_api::run 1\n\
+                      swapper-0/0;do_idle 3\n\
+                      postgres-77/77;ExecInsert 2\n\
+                      tokio-rt-worker-90/91;member_api::tools::rebuild 5\n\
+                      member-90/90;main 1\n\
+                      kworker/1:1H-kblockd-12/12 4";
         assert_eq!(
-            relabel("tokio-runtime-w-42;main;member_api::run 7", &labels),
-            "member;main;member_api::run 7"
-        );
-        assert_eq!(relabel("swapper-0;do_idle 3", &labels), "idle;do_idle 3");
-        // A process gone before the step ended keeps its command name.
-        assert_eq!(
-            relabel("postgres-77;ExecInsert 2", &labels),
-            "postgres;ExecInsert 2"
+            relabel(folded, &labels),
+            vec![
+                // Two threads of one process, one stack: merged.
+                "idle;do_idle 3",
+                "kworker/1:1H-kblockd 4",
+                "member;main 1",
+                "member;main;member_api::run 8",
+                // A process gone before the step ended: named by its main thread.
+                "member;member_api::tools::rebuild 5",
+                "postgres;ExecInsert 2",
+            ]
         );
     }
 
