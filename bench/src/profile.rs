@@ -274,49 +274,58 @@ impl Recording {
     }
 }
 
+/// One line of perf's folded stacks: `comm-PID/TID;rest count`.
+struct Folded<'a> {
+    comm: &'a str,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    rest: &'a str,
+    count: u64,
+}
+
 /// Folded `comm-PID/TID;frames count` lines with the process's label as the root frame ("idle"
 /// for the idle task), identical stacks merged, sorted as inferno expects. A process that
 /// started and ended within the step is named by its main thread's name (TID = PID), not by
 /// the name of the thread sampled.
 fn relabel(folded: &str, labels: &HashMap<u32, String>) -> Vec<String> {
-    let parsed: Vec<(&str, Option<u32>, Option<u32>, &str, u64)> = folded
+    let parsed: Vec<Folded> = folded
         .lines()
         .filter_map(|line| {
             let (stack, count) = line.rsplit_once(' ')?;
             let (root, rest) = stack.split_once(';').unwrap_or((stack, ""));
             let (comm, ids) = root.rsplit_once('-').unwrap_or((root, ""));
             let (pid, tid) = ids.split_once('/').unwrap_or((ids, ""));
-            Some((
+            Some(Folded {
                 comm,
-                pid.parse().ok(),
-                tid.parse().ok(),
+                pid: pid.parse().ok(),
+                tid: tid.parse().ok(),
                 rest,
-                count.parse().ok()?,
-            ))
+                count: count.parse().ok()?,
+            })
         })
         .collect();
     let main_threads: HashMap<u32, &str> = parsed
         .iter()
-        .filter(|(_, pid, tid, _, _)| pid.is_some() && pid == tid)
-        .filter_map(|(comm, pid, _, _, _)| Some(((*pid)?, *comm)))
+        .filter(|f| f.pid.is_some() && f.pid == f.tid)
+        .filter_map(|f| Some((f.pid?, f.comm)))
         .collect();
     let mut merged: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for (comm, pid, _, rest, count) in parsed {
-        let label = match pid {
+    for f in parsed {
+        let label = match f.pid {
             Some(0) => "idle".to_owned(),
             Some(pid) => labels
                 .get(&pid)
                 .cloned()
                 .or_else(|| main_threads.get(&pid).map(|c| (*c).to_owned()))
-                .unwrap_or_else(|| comm.to_owned()),
-            None => comm.to_owned(),
+                .unwrap_or_else(|| f.comm.to_owned()),
+            None => f.comm.to_owned(),
         };
-        let stack = if rest.is_empty() {
+        let stack = if f.rest.is_empty() {
             label
         } else {
-            format!("{label};{rest}")
+            format!("{label};{}", f.rest)
         };
-        *merged.entry(stack).or_default() += count;
+        *merged.entry(stack).or_default() += f.count;
     }
     merged
         .into_iter()
