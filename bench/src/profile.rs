@@ -8,8 +8,9 @@
 //! - async-profiler inside each JVM of the stack (the Elasticsearch clusters, Kafka), loaded
 //!   through `jcmd JVMTI.agent_load`: Java frames, the JIT compilers and the garbage collector.
 //!
-//! Each step's directory gets the raw data, the folded stacks and one SVG per recorder (rendered
-//! by inferno), and the report gets one note naming where the time went. Profiling costs CPU (perf
+//! Each step's directory gets the folded stacks and one SVG per recorder (rendered by inferno;
+//! perf's raw data is deleted once folded), and the report gets one note naming where the time
+//! went. Profiling costs CPU (perf
 //! unwinds stacks by copying them), so a profiled run's figures are not comparable with an
 //! unprofiled run's; the note says so.
 
@@ -171,6 +172,8 @@ impl Recording {
                 }
             }
         }
+        // Stopped (or refusing): nothing left for `drop` to stop.
+        self.jvms.clear();
         // Compiled Java code has no symbols for perf: each JVM writes its code map
         // (/tmp/perf-<pid>.map), which `perf script` reads.
         let maps: Vec<PathBuf> = jvms()
@@ -271,6 +274,22 @@ impl Recording {
             .collapse(&script.stdout[..], &mut folded)
             .context("folding perf's stacks")?;
         Ok(relabel(&String::from_utf8_lossy(&folded), &self.labels))
+    }
+}
+
+impl Drop for Recording {
+    /// A step that failed between `start` and `finish` must not leave perf sampling the machine,
+    /// nor the agents sampling their JVMs, after the benchmark is gone.
+    fn drop(&mut self) {
+        if matches!(self.perf.try_wait(), Ok(None)) {
+            let _ = self.perf.kill();
+            let _ = self.perf.wait();
+        }
+        if let Some(agent) = &self.agent {
+            for jvm in &self.jvms {
+                let _ = jcmd_agent(jvm.pid, agent, "stop");
+            }
+        }
     }
 }
 
