@@ -204,7 +204,7 @@ impl Pgbench {
             .and_then(|tail| tail.split('?').next())
             .unwrap_or_default()
             .to_owned();
-        let backend = |pid: &str| {
+        let backend = |pid: &u32| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
                 let cmdline = String::from_utf8_lossy(&cmdline);
                 cmdline.starts_with("postgres: ") && cmdline.contains(&format!(" {db} "))
@@ -212,12 +212,7 @@ impl Pgbench {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            let left = std::fs::read_dir("/proc").is_ok_and(|entries| {
-                entries
-                    .flatten()
-                    .any(|e| e.file_name().to_str().is_some_and(backend))
-            });
-            if !left {
+            if !crate::cpu::pids().iter().any(backend) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

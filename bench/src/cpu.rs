@@ -47,31 +47,34 @@ fn parse(stat: &str) -> Option<(String, u64, u64)> {
     Some((comm, n(11)? + n(12)?, n(13)? + n(14)?))
 }
 
+/// The pids of every process now running (the numeric entries of `/proc`).
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn snapshot() -> Snapshot {
     let mut ticks = HashMap::new();
     let me = std::process::id();
     let mut children = 0;
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some((comm, own, reaped)) = parse(&stat) else {
-                continue;
-            };
-            if pid == me {
-                children = reaped;
-                ticks.insert(pid, (comm, own));
-            } else {
-                ticks.insert(pid, (label(pid, &comm), own + reaped));
-            }
+    for pid in pids() {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((comm, own, reaped)) = parse(&stat) else {
+            continue;
+        };
+        if pid == me {
+            children = reaped;
+            ticks.insert(pid, (comm, own));
+        } else {
+            ticks.insert(pid, (label(pid, &comm), own + reaped));
         }
     }
     Snapshot {

@@ -509,17 +509,7 @@ fn render(folded: &[String], title: &str, svg: &Path) -> anyhow::Result<()> {
 /// Every process's label by pid, as in [`crate::cpu`], JVMs named by the service they run.
 fn process_labels() -> HashMap<u32, String> {
     let mut labels = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return labels;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in crate::cpu::pids() {
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
             continue;
         };
