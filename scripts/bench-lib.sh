@@ -24,7 +24,11 @@ bench_tools() {
 # cached under CACHE_DIR), and jcmd to load it; exports what member-bench's profile module reads.
 ASYNC_PROFILER_VERSION="${ASYNC_PROFILER_VERSION:-4.1}"
 bench_profile_tools() {
-  [[ "${BENCH_PROFILE:-0}" == 1 ]] || return 0
+  case "${BENCH_PROFILE:-0}" in
+    0 | "") return 0 ;;
+    1) ;;
+    *) die "BENCH_PROFILE must be 0 or 1, not '${BENCH_PROFILE}'" ;;
+  esac
   ensure_cmd perf linux-perf
   ensure_cmd unzip unzip
   ensure_java

@@ -81,8 +81,10 @@ es_java() {
     -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true -Des.set.netty.runtime.available.processors=false \
     "-Djava.io.tmpdir=$home/tmp"
   # Extra JVM options, one word each (e.g. a JIT experiment: -XX:TieredStopAtLevel=1).
-  local opt
-  for opt in ${MEMBER_ES_JAVA_OPTS:-}; do printf '%s\n' "$opt"; done
+  # Split on spaces only (no glob expansion of a `*` in an option).
+  local opt opts=()
+  read -r -a opts <<<"${MEMBER_ES_JAVA_OPTS:-}"
+  for opt in "${opts[@]}"; do printf '%s\n' "$opt"; done
   printf '%s\n' -cp "$ES_HOME/classes:$ES_HOME/libs/*" org.elasticsearch.node.LocalStackNode "$home"
 }
 
