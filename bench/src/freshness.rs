@@ -235,7 +235,6 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
     }
     drop(senders);
     let cpu = cpu.since();
-    crate::profile::finish(report, profile);
     let mut worst = 0.0f64;
     let mut parts = Vec::new();
     let mut reads_by_store = Vec::new();
@@ -266,6 +265,9 @@ pub async fn bench(report: &mut Report, env: &Isolated, seconds: u64) -> anyhow:
             .target("p99 < 1000 ms", latency.ms(0.99) < 1000.0 && unseen == 0),
         );
     }
+    // After the watchers: rendering the profile blocks this thread for seconds, which would
+    // delay the reads the watchers still time.
+    crate::profile::finish(report, profile);
     report.command(format!(
         "member-bench freshness: in-process App (every role) over {}, {n} registrations at 50/s, \
          search refresh {} ms, each pending command read from each store through its reader after a fifth of its age \
